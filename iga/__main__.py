@@ -1,0 +1,5 @@
+import sys
+
+from iga.cli import main
+
+sys.exit(main())

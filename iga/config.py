@@ -1,0 +1,81 @@
+"""IGA hyperparameters, validated once at construction (DESIGN.md sections 2 and 8)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VARIANCE_KINDS = ("raw", "relative")
+PROJECTIONS = ("svd", "tangent", "none")
+SPACES = ("full", "factor")
+SVD_METHODS = ("auto", "exact", "randomized")
+MASK_TARGETS = ("gradient", "update")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"IGAConfig.{name}={value!r} is unknown; choose one of {choices}.")
+
+
+@dataclass
+class IGAConfig:
+    """Everything that defines one IGA step.
+
+    The step (DESIGN.md section 2): per-domain gradients ``G_k`` -> cross-domain
+    variance ``V`` -> Continuous Gradient Conflict Mask ``M = exp(-tau * V)`` ->
+    masked mean ``H = M * mean_k G_k`` -> rank-r projection onto the LoRA manifold
+    -> chain rule to the LoRA factors.
+    """
+
+    tau: float = field(default=1.0, metadata={"help": "Mask temperature; 0 turns the mask off."})
+    variance: str = field(
+        default="relative",
+        metadata={"help": "'raw' (paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1))."},
+    )
+    projection: str = field(
+        default="svd",
+        metadata={"help": "'svd' (rank-r truncated SVD), 'tangent' (tangent space at BA), 'none'."},
+    )
+    rank: int | None = field(
+        default=None, metadata={"help": "Projection rank; None uses each LoRA layer's rank."}
+    )
+    space: str = field(
+        default="full",
+        metadata={"help": "'full': per-domain effective-weight gradients; 'factor': of A and B."},
+    )
+    svd_method: str = field(default="auto", metadata={"help": "'auto', 'exact' or 'randomized'."})
+    eps: float = field(
+        default=1e-12, metadata={"help": "Added to mean_k G_k^2 in the relative variance."}
+    )
+    mask_floor: float = field(
+        default=0.0, metadata={"help": "Lower bound m0 of the mask: M = m0 + (1 - m0) exp(-tau V)."}
+    )
+    mask_target: str = field(
+        default="gradient",
+        metadata={"help": "Mask the gradient fed to the optimizer, or the optimizer's update."},
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Plain ERM steps before the mask switches on."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the randomized SVD's sketch."})
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.tau) or self.tau < 0:
+            raise ValueError(f"IGAConfig.tau must be a finite number >= 0, got {self.tau!r}.")
+        _check_choice("variance", self.variance, VARIANCE_KINDS)
+        _check_choice("projection", self.projection, PROJECTIONS)
+        _check_choice("space", self.space, SPACES)
+        _check_choice("svd_method", self.svd_method, SVD_METHODS)
+        _check_choice("mask_target", self.mask_target, MASK_TARGETS)
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
+            raise ValueError(f"IGAConfig.rank must be an integer >= 1 or None, got {self.rank!r}.")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise ValueError(f"IGAConfig.eps must be finite and >= 0, got {self.eps!r}.")
+        if not 0.0 <= self.mask_floor < 1.0:
+            raise ValueError(f"IGAConfig.mask_floor must lie in [0, 1), got {self.mask_floor!r}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"IGAConfig.warmup_steps must be >= 0, got {self.warmup_steps!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
