@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Subcommand name -> module that registers it. Order is the order of ``iga --help``.
 SUBCOMMANDS: dict[str, str] = {
     "demo": "iga.demo",
+    "isomers": "iga.isomers.cli",
 }
 
 
