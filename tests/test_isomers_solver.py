@@ -1,0 +1,126 @@
+"""The independent solver on hand-checked programs, random programs, and malformed ones."""
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iga.isomers import FAMILIES, ProgramError, solve
+from iga.isomers.families import get_family
+
+
+def test_arithmetic_by_hand():
+    program = {
+        "start": 12,
+        "ops": [{"op": "add", "x": 6}, {"op": "div", "x": 3}, {"op": "mul", "x": 5}],
+        "distractors": [{"value": 9, "position": 1}],
+    }
+    solution = solve("arithmetic", program)
+    assert solution.answer == "30"  # (12 + 6) / 3 * 5
+    assert [s["after"] for s in solution.steps] == [18, 6, 30]
+
+
+def test_deduction_yes_proof_and_no_closure():
+    rules = [[1, 2], [3, 4], [0, 1]]
+    yes = solve("deduction", {"n_props": 5, "facts": [0], "rules": rules, "query": 2})
+    assert yes.answer == "yes"
+    assert [(s["premise"], s["conclusion"]) for s in yes.steps] == [(0, 1), (1, 2)]
+    no = solve("deduction", {"n_props": 5, "facts": [0], "rules": rules, "query": 4})
+    assert no.answer == "no"
+    assert no.steps[-1] == {"kind": "missing", "prop": 4}
+    assert len(no.steps) == 3  # both derivations made, then the missing query
+
+
+def test_deduction_proof_skips_unused_derivations():
+    program = {"n_props": 4, "facts": [0], "rules": [[0, 3], [0, 1], [1, 2]], "query": 2}
+    solution = solve("deduction", program)
+    assert [s["conclusion"] for s in solution.steps] == [1, 2]
+
+
+def test_ordering_extremes_and_pairs():
+    # Ranking K > D > F, stated as D < K and D > F.
+    program = {"labels": ["K", "D", "F"], "facts": [[1, 0, "less"], [1, 2, "more"]]}
+    assert solve("ordering", program | {"query": {"kind": "most"}}).answer == "K"
+    assert solve("ordering", program | {"query": {"kind": "least"}}).answer == "F"
+    pair = solve("ordering", program | {"query": {"kind": "pair", "a": 2, "b": 0}})
+    assert pair.answer == "no"
+    assert [s["kind"] for s in pair.steps] == ["link", "link", "pair"]
+    adjacent = solve("ordering", program | {"query": {"kind": "pair", "a": 0, "b": 1}})
+    assert adjacent.answer == "yes" and len(adjacent.steps) == 2
+
+
+def test_rules_and_or():
+    base = {
+        "numeric": [67, 10],
+        "flags": [False],
+        "facts": [["numeric", 0], ["flag", 0], ["numeric", 1]],
+        "atoms": [
+            {"kind": "gt", "attr": 0, "threshold": 60},
+            {"kind": "flag", "attr": 0, "want": True},
+        ],
+    }
+    assert solve("rules", base | {"op": "and"}).answer == "no"
+    solution = solve("rules", base | {"op": "or"})
+    assert solution.answer == "yes"
+    assert [s["holds"] for s in solution.steps] == [True, False, True]
+
+
+@given(
+    st.integers(1, 60), st.lists(st.tuples(st.sampled_from("+-*"), st.integers(0, 9)), min_size=1)
+)
+def test_arithmetic_matches_python(start, ops):
+    program = {"start": start, "ops": [], "distractors": []}
+    expected = start
+    for symbol, x in ops:
+        program["ops"].append({"op": {"+": "add", "-": "sub", "*": "mul"}[symbol], "x": x})
+        expected = eval(f"{expected} {symbol} {x}")
+    assert solve("arithmetic", program).answer == str(expected)
+
+
+@given(st.sampled_from(FAMILIES), st.integers(0, 10**6))
+def test_sampled_programs_solve_and_wrong_answers_differ(family, seed):
+    fam = get_family(family)
+    rng = random.Random(seed)
+    program = fam.sample(rng, fam.make_knobs())
+    solution = solve(family, program)
+    assert solution.answer and solution.steps
+    assert fam.wrong_answer(program, solution.answer, rng) != solution.answer
+
+
+@pytest.mark.parametrize(
+    ("family", "program", "reason"),
+    [
+        ("arithmetic", {"start": 5, "ops": [{"op": "div", "x": 2}]}, "exact"),
+        ("arithmetic", {"start": 5, "ops": []}, "non-empty"),
+        ("arithmetic", {"start": "5", "ops": [{"op": "add", "x": 1}]}, "start"),
+        ("arithmetic", {"start": 5, "ops": [{"op": "pow", "x": 2}]}, "op"),
+        ("deduction", {"n_props": 2, "facts": [0], "rules": [[0, 5]], "query": 1}, "rules[0]"),
+        ("deduction", {"n_props": 2, "facts": [], "rules": [], "query": 1}, "facts"),
+        (
+            "ordering",
+            {"labels": ["K", "D", "F"], "facts": [[0, 1, "more"]], "query": {"kind": "most"}},
+            "links",
+        ),
+        (
+            "ordering",
+            {
+                "labels": ["K", "D", "F"],
+                "facts": [[0, 1, "more"], [2, 1, "more"]],
+                "query": {"kind": "most"},
+            },
+            "chain",
+        ),
+        ("rules", {"numeric": [1], "flags": [], "facts": [], "op": "and", "atoms": []}, "facts"),
+        (
+            "rules",
+            {"numeric": [1], "flags": [], "facts": [["numeric", 0]], "op": "xor", "atoms": []},
+            "op",
+        ),
+        ("deduction", ["not", "an", "object"], "JSON object"),
+        ("deduction", {"n_props": 2, "facts": [0], "rules": [None], "query": 1}, "rules[0]"),
+    ],
+)
+def test_malformed_programs_raise_with_reason(family, program, reason):
+    with pytest.raises(ProgramError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        solve(family, program)
