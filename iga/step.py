@@ -1,0 +1,246 @@
+"""The IGA training step on a model (DESIGN.md sections 2, 3 and 8).
+
+``IGAStep`` owns a ``PerDomainGradients`` capture and a ``GradientAligner``.
+One optimizer step is:
+
+1. for each micro-batch: ``set_domains(ids)``, forward, ``backward()``
+   (the capture fills its per-domain buffers; autograd fills ``.grad``);
+2. ``apply()``: all-reduce the buffers under DDP, run the aligner (mask ->
+   projection -> chain rule, or ERM during warm-up) and replace ``.grad`` of
+   every captured parameter with the result;
+3. clip (``clip_grad_norm_`` now sees the edited gradient);
+4. ``optimizer_step(optimizer)``: the optimizer steps; with
+   ``mask_target="update"`` the mask is applied to the step's parameter change
+   ``p_new - p_old`` (whatever the optimizer: AdamW's normalised update
+   including its decoupled weight decay, SGD's ``-lr * g``, ...).
+
+``step(optimizer, max_grad_norm)`` does 2-4 in one call. For
+``transformers.Trainer``, ``trainer_callback()`` returns a ``TrainerCallback``
+that does 2 and 4 around ``optimizer.step()``; the Trainer clips *before* its
+``on_pre_optimizer_step`` event, so the callback clips the edited gradient again
+with ``args.max_grad_norm`` unless ``apply()`` already ran earlier in the step
+(e.g. from an ``IGATrainer._clip_grad_norm`` override, the better place).
+
+Warm-up (DESIGN.md section 8): during ``config.warmup_steps`` the capture is
+switched off, so those steps cost exactly an ERM step, and ``.grad`` is
+autograd's ERM gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from iga.aligner import GradientAligner
+from iga.capture import PerDomainGradients
+from iga.config import IGAConfig
+from iga.distributed import all_reduce_mean_, all_reduce_sum_
+
+
+class IGAStep:
+    """Invariant Gradient Alignment (arXiv 2606.05025) as a step on a LoRA model.
+
+    ``IGAStep(model, config, num_domains)`` hooks ``model`` (see
+    ``PerDomainGradients`` for ``strict``, ``domain_key`` and ``dtype``).
+    ``process_group`` is the group the per-domain buffers are averaged over
+    under DDP (default: the world, when torch.distributed is initialised).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: IGAConfig,
+        num_domains: int,
+        *,
+        strict: bool = True,
+        domain_key: str | None = None,
+        dtype: torch.dtype | None = None,
+        process_group: dist.ProcessGroup | None = None,
+    ) -> None:
+        self.config = config
+        self.capture = PerDomainGradients(
+            model, num_domains, config.space, strict=strict, domain_key=domain_key, dtype=dtype
+        )
+        if config.mask_target == "update" and self.capture.lora_factors(fired_only=False):
+            self.capture.remove()
+            raise ValueError(
+                "mask_target='update' with space='full' is not supported for LoRA layers: the "
+                "mask lives on the effective weight (out x in) while the optimizer updates the "
+                "factors A and B, so there is no per-coordinate update to mask. Use "
+                "space='factor' (the mask then acts on A's and B's updates)."
+            )
+        self.aligner = GradientAligner(config)
+        self.process_group = process_group
+        self.capture.enabled = not self.aligner.in_warmup
+        self.last_stats: dict[str, float] = {}
+        self._applied_generation = -1
+        self._update_masks: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._snapshots: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
+
+    # ----- the step ----------------------------------------------------------------------
+    def set_domains(self, domain_ids: torch.Tensor) -> None:
+        """Domain of each example of the next micro-batch, (B,) integers in [0, K)."""
+        self.capture.set_domains(domain_ids)
+
+    @property
+    def applied(self) -> bool:
+        """True once ``apply()`` ran for the micro-batches seen since the last step."""
+        return self._applied_generation == self.capture.generation
+
+    def apply(self) -> dict[str, float]:
+        """Replace ``.grad`` of the captured parameters with the IGA gradient.
+
+        Call once after the last micro-batch's backward; calling it again before
+        the next ``set_domains`` is a no-op that returns the same statistics.
+        Returns floats for logging: ``iga/warmup``, ``iga/mask_mean`` (mean mask
+        value over all masked coordinates) and ``iga/cos_to_erm`` (cosine between
+        the edited and the ERM gradient of the captured parameters).
+        """
+        if self.applied:
+            return self.last_stats
+        self._applied_generation = self.capture.generation
+        if not self.capture.enabled:  # warm-up: autograd's .grad is the ERM gradient
+            self.aligner.steps += 1
+            stats = {"iga/warmup": 1.0}
+        else:
+            stats = self._align()
+        self.capture.reset()
+        self.capture.enabled = not self.aligner.in_warmup
+        self.last_stats = stats
+        return stats
+
+    def _align(self) -> dict[str, float]:
+        cap = self.capture
+        self._all_reduce()
+        missing = [k for k, n in enumerate(cap.domain_counts.tolist()) if n == 0]
+        if missing:
+            raise RuntimeError(
+                f"IGA step: domains {missing} had no example in this optimizer step, so their "
+                "gradient is undefined. Sample every domain in every step (e.g. whole isomer "
+                "sets), or lower num_domains."
+            )
+        per_domain = cap.per_domain()
+        if not per_domain:
+            raise RuntimeError(
+                "IGA step: no gradient was captured; run forward and backward after "
+                "set_domains() and before apply()."
+            )
+        params = [p for p in cap.parameters() if p.grad is not None]
+        erm = [p.grad.detach().clone() for p in params]
+        warmup = self.aligner.in_warmup
+        result = self.aligner(per_domain, cap.lora_factors())
+        cap.write_grads(result.grads)
+        if self.config.mask_target == "update" and not warmup:
+            self._update_masks = [(cap.param_of(k), m) for k, m in result.masks.items()]
+        return {
+            "iga/warmup": float(warmup),
+            "iga/mask_mean": _weighted_mean(result.masks.values()),
+            "iga/cos_to_erm": _cosine(erm, [p.grad for p in params]),
+        }
+
+    def _all_reduce(self) -> None:
+        cap = self.capture
+        device = next(iter(cap.buffers())).device
+        fired = torch.tensor([float(e.fired) for e in cap.entries], device=device)
+        counts = cap.domain_counts.to(device)
+        all_reduce_sum_(fired, self.process_group)
+        all_reduce_sum_(counts, self.process_group)
+        all_reduce_mean_(list(cap.buffers()), self.process_group)
+        cap.mark_fired({e.name: bool(f > 0) for e, f in zip(cap.entries, fired.tolist())})
+        cap.domain_counts.copy_(counts.cpu())
+
+    # ----- around the optimizer ------------------------------------------------------------
+    def before_optimizer_step(self) -> None:
+        """With ``mask_target="update"``, remember the masked parameters' values."""
+        self._snapshots = [(p, m, p.detach().clone()) for p, m in self._update_masks]
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """With ``mask_target="update"``: ``p = p_old + M (p_new - p_old)``, in place."""
+        for p, mask, old in self._snapshots:
+            p.copy_(torch.lerp(old, p, mask.to(p.dtype)))
+        self._snapshots, self._update_masks = [], []
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable | None = None):
+        """``optimizer.step()`` with the update-space mask around it (a plain step otherwise)."""
+        self.before_optimizer_step()
+        loss = optimizer.step() if closure is None else optimizer.step(closure)
+        self.after_optimizer_step()
+        return loss
+
+    def step(
+        self, optimizer: torch.optim.Optimizer, max_grad_norm: float | None = None
+    ) -> dict[str, float]:
+        """``apply()``, clip the edited gradient to ``max_grad_norm``, ``optimizer_step``."""
+        stats = dict(self.apply())
+        if max_grad_norm is not None and max_grad_norm > 0:
+            params = _optimizer_params(optimizer)
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        self.optimizer_step(optimizer)
+        return stats
+
+    def trainer_callback(self):
+        """A ``transformers.TrainerCallback`` running this step inside ``Trainer``."""
+        return _callback_class()(self)
+
+    def remove(self) -> None:
+        """Remove the hooks from the model."""
+        self.capture.remove()
+
+
+def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _weighted_mean(masks: Iterable[torch.Tensor]) -> float:
+    total, count = 0.0, 0
+    for m in masks:
+        total += float(m.sum())
+        count += m.numel()
+    return total / count if count else 1.0
+
+
+def _cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    dot = sum(float((x.double() * y.double()).sum()) for x, y in zip(a, b))
+    na = math.sqrt(sum(float(x.double().square().sum()) for x in a))
+    nb = math.sqrt(sum(float(y.double().square().sum()) for y in b))
+    return dot / (na * nb) if na > 0 and nb > 0 else 1.0
+
+
+@functools.cache
+def _callback_class() -> type:
+    # transformers is imported here, not at module level: it costs seconds and
+    # `import iga` must stay light for the command line and the theory checks.
+    from transformers import TrainerCallback
+
+    class IGACallback(TrainerCallback):
+        """Runs an ``IGAStep`` inside ``transformers.Trainer``.
+
+        ``on_pre_optimizer_step``: ``apply()`` (if not done yet this step), clip the
+        edited gradient to ``args.max_grad_norm`` (the Trainer clipped the unedited
+        one), snapshot for the update-space mask. ``on_optimizer_step``: apply the
+        update-space mask. Domain ids reach the capture through ``domain_key`` or an
+        explicit ``set_domains`` in ``training_step``.
+        """
+
+        def __init__(self, iga_step: IGAStep) -> None:
+            self.iga_step = iga_step
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            fresh = not self.iga_step.applied
+            self.iga_step.apply()
+            if fresh and args.max_grad_norm and args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    self.iga_step.capture.parameters(), args.max_grad_norm
+                )
+            self.iga_step.before_optimizer_step()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            self.iga_step.after_optimizer_step()
+
+    return IGACallback
