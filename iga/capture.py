@@ -40,7 +40,7 @@ no extra activation memory is held.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -180,14 +180,15 @@ class _Entry:
         self.capture = capture
         self.buffers: dict[str, torch.Tensor] = {}  # key -> (K, *shape)
         self.params: dict[str, nn.Parameter] = {}  # key -> parameter (for non-LoRA keys)
-        self.fired = False
+        self.stale: set[str] = set()  # keys whose buffer holds nothing of the current step
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _buffer(self, key: str, param: nn.Parameter, shape: tuple[int, ...]) -> None:
         dtype = self.capture.dtype or torch.promote_types(param.dtype, torch.float32)
-        self.buffers[key] = torch.zeros(
+        self.buffers[key] = torch.empty(
             (self.capture.num_domains, *shape), dtype=dtype, device=param.device
         )
+        self.stale.add(key)
 
     def _tap(self, out: torch.Tensor, inp: torch.Tensor, sink: Callable, clone: bool = False):
         if not (self.capture.enabled and torch.is_grad_enabled() and out.requires_grad):
@@ -208,16 +209,40 @@ class _Entry:
 
     def _add_outer(self, key: str, dy, x, split: DomainSplit, alpha: float) -> None:
         buf = self.buffers[key]
-        for k in split.present:
+        # The step's first write overwrites (beta = 0) instead of adding to a zeroed
+        # buffer: zeroing K full-size matrices per layer and step costs a memory pass.
+        first = key in self.stale
+        self.stale.discard(key)
+        for k in range(split.num_domains):
+            if k not in split.present:
+                if first:
+                    buf[k].zero_()
+                continue
             dy_k = split.rows(dy, k).to(buf.dtype)  # (n_k tokens, out)
             x_k = split.rows(x, k).to(buf.dtype)  # (n_k tokens, in)
-            buf[k].addmm_(dy_k.mT, x_k, alpha=alpha)  # (out, in)
-        self.fired = True
+            buf[k].addmm_(dy_k.mT, x_k, beta=0.0 if first else 1.0, alpha=alpha)  # (out, in)
 
     def _add_sum(self, key: str, dy, split: DomainSplit, alpha: float) -> None:
         buf = self.buffers[key]
+        if key in self.stale:
+            buf.zero_()  # (K, out): small
+            self.stale.discard(key)
         for k in split.present:
             buf[k].add_(split.rows(dy, k).sum(dim=0).to(buf.dtype), alpha=alpha)  # (out,)
+
+    @property
+    def fired(self) -> bool:
+        """Whether any buffer of this layer received a gradient in the current step."""
+        return len(self.stale) < len(self.buffers)
+
+    def written(self) -> dict[str, torch.Tensor]:
+        return {key: buf for key, buf in self.buffers.items() if key not in self.stale}
+
+    def mark_written(self, key: str) -> None:
+        """Another rank wrote ``key``: hold zeros here so the all-reduce sums only data."""
+        if key in self.stale:
+            self.buffers[key].zero_()
+            self.stale.discard(key)
 
     def lora_factors(self) -> dict[str, LoRAFactors]:
         return {}
@@ -255,7 +280,6 @@ class _LinearEntry(_Entry):
             self._add_outer(self._w, dy, x, split, alpha=k)  # (K, out, in)
         if self._b in self.buffers:
             self._add_sum(self._b, dy, split, alpha=k)  # (K, out)
-        self.fired = True
 
 
 class _LoRAEntry(_Entry):
@@ -267,6 +291,12 @@ class _LoRAEntry(_Entry):
         self.adapter = _single_active_adapter(name, module)
         lora_a, lora_b = module.lora_A[self.adapter], module.lora_B[self.adapter]
         self.A, self.B = lora_a.weight, lora_b.weight
+        if not (self.A.requires_grad and self.B.requires_grad):
+            raise ValueError(
+                f"IGA capture: LoRA layer {name!r} has a frozen factor (A: "
+                f"{self.A.requires_grad}, B: {self.B.requires_grad}); IGA edits both factors, "
+                "so train both (LoRA-FA-style frozen A is not supported)."
+            )
         prefix = f"{name}." if name else ""
         self.key_a = f"{prefix}lora_A.{self.adapter}.weight"
         self.key_b = f"{prefix}lora_B.{self.adapter}.weight"
@@ -333,7 +363,7 @@ class _LoRAEntry(_Entry):
             self._add_sum(self.key_base_bias, dz, split, alpha=k / self.scale)  # (K, out)
 
     def lora_factors(self) -> dict[str, LoRAFactors]:
-        if self.space != "full":
+        if self.space != "full" or self.name in self.stale:
             return {}
         return {self.name: LoRAFactors(A=self.A.detach(), B=self.B.detach(), scale=self.scale)}
 
@@ -449,26 +479,41 @@ class PerDomainGradients:
         return None
 
     # ----- reading and writing ---------------------------------------------------------
-    def per_domain(self, fired_only: bool = True) -> dict[str, torch.Tensor]:
-        """Live per-domain buffers, key -> (K, *shape): ``G_k`` of each captured quantity."""
+    def per_domain(self, include_stale: bool = False) -> dict[str, torch.Tensor]:
+        """Live per-domain buffers written in this step, key -> (K, *shape): the ``G_k``.
+
+        ``include_stale=True`` adds the buffers no backward wrote in this step
+        (their content is undefined).
+        """
         return {
             key: buf
             for e in self.entries
-            if e.fired or not fired_only
-            for key, buf in e.buffers.items()
+            for key, buf in (e.buffers if include_stale else e.written()).items()
         }
 
-    def lora_factors(self, fired_only: bool = True) -> dict[str, LoRAFactors]:
-        """Current factors of the full-space LoRA entries (empty in ``space="factor"``)."""
+    def lora_factors(self) -> dict[str, LoRAFactors]:
+        """Current factors of the full-space LoRA entries written in this step."""
         out: dict[str, LoRAFactors] = {}
         for e in self.entries:
-            if e.fired or not fired_only:
-                out.update(e.lora_factors())
+            out.update(e.lora_factors())
         return out
 
-    def buffers(self) -> Iterator[torch.Tensor]:
-        for e in self.entries:
-            yield from e.buffers.values()
+    def keys(self) -> list[str]:
+        """Every buffer key, in a fixed order (the same on every rank)."""
+        return [key for e in self.entries for key in e.buffers]
+
+    def is_written(self, key: str) -> bool:
+        return key not in self._owner()[key].stale
+
+    def mark_written(self, keys: Iterable[str]) -> None:
+        """Treat ``keys`` as written (zeros where this rank wrote nothing): for the all-reduce."""
+        owner = self._owner()
+        for key in keys:
+            owner[key].mark_written(key)
+
+    @property
+    def has_full_space_lora(self) -> bool:
+        return self.space == "full" and any(isinstance(e, _LoRAEntry) for e in self.entries)
 
     def write_grads(self, grads: Mapping[str, torch.Tensor | LoRAGrads]) -> None:
         """Replace ``.grad`` of the parameters behind each key with the given gradient."""
@@ -493,16 +538,10 @@ class PerDomainGradients:
             out += list(e.params.values())
         return out
 
-    def mark_fired(self, fired: Mapping[str, bool]) -> None:
-        for e in self.entries:
-            e.fired = bool(fired.get(e.name, e.fired))
-
     def reset(self) -> None:
-        """Zero the buffers and counts for the next optimizer step."""
+        """Forget the step's gradients and counts (the next write overwrites)."""
         for e in self.entries:
-            for buf in e.buffers.values():
-                buf.zero_()
-            e.fired = False
+            e.stale = set(e.buffers)
         self.domain_counts.zero_()
 
     def remove(self) -> None:

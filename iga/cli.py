@@ -16,6 +16,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, str] = {
     "demo": "iga.demo",
     "isomers": "iga.isomers.cli",
+    "bench": "iga.bench",
 }
 
 

@@ -39,7 +39,7 @@ from torch import nn
 from iga.aligner import GradientAligner
 from iga.capture import PerDomainGradients
 from iga.config import IGAConfig
-from iga.distributed import all_reduce_mean_, all_reduce_sum_
+from iga.distributed import all_reduce_mean_, all_reduce_sum_, world_size
 
 
 class IGAStep:
@@ -66,7 +66,7 @@ class IGAStep:
         self.capture = PerDomainGradients(
             model, num_domains, config.space, strict=strict, domain_key=domain_key, dtype=dtype
         )
-        if config.mask_target == "update" and self.capture.lora_factors(fired_only=False):
+        if config.mask_target == "update" and self.capture.has_full_space_lora:
             self.capture.remove()
             raise ValueError(
                 "mask_target='update' with space='full' is not supported for LoRA layers: the "
@@ -144,14 +144,20 @@ class IGAStep:
         }
 
     def _all_reduce(self) -> None:
+        """Average the buffers over ranks; a layer that ran on any rank counts everywhere."""
         cap = self.capture
-        device = next(iter(cap.buffers())).device
-        fired = torch.tensor([float(e.fired) for e in cap.entries], device=device)
+        if world_size(self.process_group) == 1:
+            return
+        keys = cap.keys()
+        buffers = cap.per_domain(include_stale=True)
+        device = next(iter(buffers.values())).device
+        written = torch.tensor([float(cap.is_written(k)) for k in keys], device=device)
         counts = cap.domain_counts.to(device)
-        all_reduce_sum_(fired, self.process_group)
+        all_reduce_sum_(written, self.process_group)
         all_reduce_sum_(counts, self.process_group)
-        all_reduce_mean_(list(cap.buffers()), self.process_group)
-        cap.mark_fired({e.name: bool(f > 0) for e, f in zip(cap.entries, fired.tolist())})
+        anywhere = [k for k, w in zip(keys, written.tolist()) if w > 0]
+        cap.mark_written(anywhere)
+        all_reduce_mean_([buffers[k] for k in anywhere], self.process_group)
         cap.domain_counts.copy_(counts.cpu())
 
     # ----- around the optimizer ------------------------------------------------------------

@@ -249,3 +249,21 @@ def test_split_slices_sorted_and_gathers_shuffled():
     assert sorted_split.rows(t, 2).data_ptr() == t[3:].data_ptr()  # a view, no copy
     shuffled = DomainSplit(torch.tensor([2, 0, 2, 1, 0, 2]), 3)
     assert shuffled.rows(t, 0).tolist() == [[2.0, 3.0], [8.0, 9.0]]
+
+
+def test_layers_that_did_not_run_are_left_out_and_stale_data_never_leaks():
+    """A step's first write overwrites; a layer that did not run this step is not reported."""
+    net = nn.ModuleDict({"a": nn.Linear(3, 2), "b": nn.Linear(3, 2)})
+    cap = PerDomainGradients(net, 2)
+    ids, x = torch.tensor([0, 1]), torch.randn(2, 3)
+    cap.set_domains(ids)
+    (net["a"](x).sum() + net["b"](x).sum()).backward()
+    assert set(cap.per_domain()) == {"a.weight", "a.bias", "b.weight", "b.bias"}
+    cap.reset()
+    net.zero_grad(set_to_none=True)
+    cap.set_domains(ids)
+    net["a"](x).square().sum().backward()
+    assert set(cap.per_domain()) == {"a.weight", "a.bias"}
+    assert_rel_close(cap.per_domain()["a.weight"].mean(0), net["a"].weight.grad)
+    cap.mark_written(["b.weight"])  # as after an all-reduce where another rank ran "b"
+    assert torch.equal(cap.per_domain()["b.weight"], torch.zeros(2, 2, 3))
