@@ -24,6 +24,22 @@ with ``args.max_grad_norm`` unless ``apply()`` already ran earlier in the step
 Warm-up (DESIGN.md section 8): during ``config.warmup_steps`` the capture is
 switched off, so those steps cost exactly an ERM step, and ``.grad`` is
 autograd's ERM gradient.
+
+Plain loop::
+
+    iga = IGAStep(model, IGAConfig(tau=1.0, space="factor"), num_domains=K)
+    for micro_batches in loader:                      # one optimizer step
+        for mb in micro_batches:
+            iga.set_domains(mb["domain_ids"])         # (B,) ints in [0, K)
+            per_token = token_losses(model, mb)       # (B, T)
+            loss = domain_mean_loss(per_token, mb["mask"], mb["domain_ids"], K)
+            (loss / len(micro_batches)).backward()
+        stats = iga.step(optimizer, max_grad_norm=1.0)  # edit, clip, step
+        optimizer.zero_grad()
+
+``transformers.Trainer``: ``callbacks=[iga.trainer_callback()]`` and call
+``iga.set_domains(inputs["domain_ids"])`` in ``compute_loss`` (or build the
+step with ``domain_key="domain_ids"`` and ``remove_unused_columns=False``).
 """
 
 from __future__ import annotations

@@ -99,3 +99,29 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path, space, mask_target):
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert_rel_close(p.detach(), expected[name], rtol=1e-4)
+
+
+def test_plain_trainer_with_domain_key_and_the_model_loss(tmp_path):
+    """No Trainer subclass: ids ride in the batch, the pre-hook pops them before forward."""
+    model = tiny_llama(seed=1)
+    iga = IGAStep(model, IGAConfig(tau=5.0, space="factor"), K, domain_key="domain_ids")
+    rows = [dict(r, labels=r["input_ids"]) for r in _dataset()]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=BATCH,
+        max_steps=2,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    transformers.Trainer(
+        model=model, args=args, train_dataset=rows, callbacks=[iga.trainer_callback()]
+    ).train()
+    assert iga.aligner.steps == 2 and 0.0 < iga.last_stats["iga/mask_mean"] < 1.0
+    assert all(
+        not torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad
+    )
