@@ -1,0 +1,72 @@
+"""Deliberately broken operators, to show that each check can fail (DESIGN.md section 7).
+
+Each sabotage swaps one name that ``iga.aligner`` looks up at call time, so the
+trainers (which go through ``iga.GradientAligner`` / ``iga.align_gradients``)
+run the broken step while everything else, including the reference quantities
+the checks compute, stays intact:
+
+* ``mask_ones``: ``M = 1`` (IGA degenerates to ERM);
+* ``mask_from_mean``: the mask is computed from the squared mean gradient
+  relative to its second moment instead of the cross-domain variance, so it damps
+  the *consistent* coordinates;
+* ``sign_flip``: the edited gradient has the wrong sign (ascent);
+* ``wrong_rank``: the low-rank projection keeps rank 1 whatever rank is asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+import iga
+import iga.aligner
+
+SABOTAGES = ("mask_ones", "mask_from_mean", "sign_flip", "wrong_rank")
+
+
+def _mask_ones(grads, tau, kind="raw", eps=0.0, floor=0.0):
+    mean = grads.mean(dim=0)
+    return mean, torch.ones_like(mean)
+
+
+def _mask_from_mean(grads, tau, kind="raw", eps=0.0, floor=0.0):
+    mean = grads.mean(dim=0)
+    stat = mean.square() / (grads.square().mean(dim=0) + max(eps, 1e-300))  # (*shape), in [0, 1]
+    mask = iga.conflict_mask(stat, tau, floor=floor)
+    return mask * mean, mask
+
+
+def _sign_flip(grads, tau, kind="raw", eps=0.0, floor=0.0):
+    h, mask = iga.masked_mean(grads, tau, kind, eps, floor)
+    return -h, mask
+
+
+def _wrong_rank(matrix, rank, method="auto", generator=None):
+    return iga.project_low_rank(matrix, 1, method, generator=generator)
+
+
+_PATCHES = {
+    "mask_ones": ("masked_mean", _mask_ones),
+    "mask_from_mean": ("masked_mean", _mask_from_mean),
+    "sign_flip": ("masked_mean", _sign_flip),
+    "wrong_rank": ("project_low_rank", _wrong_rank),
+}
+
+
+@contextlib.contextmanager
+def sabotaged(name: str | None) -> Iterator[None]:
+    """Run the block with operator ``name`` broken (``None``: no sabotage)."""
+    if name is None:
+        yield
+        return
+    if name not in _PATCHES:
+        raise ValueError(f"unknown sabotage {name!r}; choose one of {SABOTAGES}.")
+    attr, broken = _PATCHES[name]
+    original = getattr(iga.aligner, attr)
+    setattr(iga.aligner, attr, broken)
+    try:
+        yield
+    finally:
+        setattr(iga.aligner, attr, original)
