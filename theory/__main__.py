@@ -1,0 +1,5 @@
+import sys
+
+from theory.cli import standalone
+
+sys.exit(standalone())
