@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "iga.demo",
     "isomers": "iga.isomers.cli",
     "bench": "iga.bench",
+    "theory": "theory.cli",
 }
 
 
