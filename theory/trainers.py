@@ -28,6 +28,14 @@ from theory.problems import DTYPE, LinearShortcut, LoRAShift
 
 Aligner = Callable[..., "iga.AlignResult"]
 
+# A run has diverged once a per-domain gradient is this large: its square (the mask's
+# variance) would overflow float64, so the step is meaningless from here on.
+DIVERGED = 1e100
+
+
+def _diverged(grads: torch.Tensor) -> bool:
+    return not bool(torch.isfinite(grads).all()) or float(grads.abs().max()) > DIVERGED
+
 
 def make_aligner(method: str, config: iga.IGAConfig) -> Aligner:
     """``per_domain, lora -> AlignResult`` for ``method`` "erm" or "iga"."""
@@ -110,7 +118,7 @@ def run_linear(
     masks, grad_sq, masked_sq = [], [], []
     for t in range(steps):
         grads = oracle(w)
-        if not bool(torch.isfinite(grads).all()):
+        if _diverged(grads):
             return _diverged_linear(w, masks, grad_sq, masked_sq, steps - t, full_grad is not None)
         res = aligner({"w": grads})
         mask = res.masks["w"]  # (R, d)
@@ -125,7 +133,7 @@ def run_linear(
 
 
 def _diverged_linear(w, masks, grad_sq, masked_sq, left: int, tracked: bool) -> LinearRun:
-    """A run whose gradients overflowed: parameters NaN, the remaining records infinite."""
+    """A run whose gradients blew up: parameters NaN, the remaining records infinite."""
     nan_w = torch.full_like(w, float("nan"))
     masks = masks + [torch.full_like(w[0], float("nan"))] * left
     if not tracked:
@@ -241,7 +249,7 @@ def run_lora(
     for t in range(steps):
         W = st.effective(W0)
         G = oracle(W)
-        if not bool(torch.isfinite(G).all()):
+        if _diverged(G):
             return _diverged_lora(st, W, masks, rows, steps - t)
         if callback is not None:
             callback(t, G, st)
@@ -268,7 +276,7 @@ def run_lora(
 
 
 def _diverged_lora(st: LoRAState, W: torch.Tensor, masks, rows, left: int) -> LoRARun:
-    """A run whose gradients overflowed: factors NaN, the remaining records infinite."""
+    """A run whose gradients blew up: factors NaN, the remaining records infinite."""
     nan = float("nan")
     state = LoRAState(torch.full_like(st.A, nan), torch.full_like(st.B, nan), st.scale)
     masks = masks + [torch.full_like(W[0], nan)] * left

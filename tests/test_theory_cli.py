@@ -1,0 +1,74 @@
+"""``iga theory --quick --json PATH``: every claim check passes, within the time budget."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iga.cli import main
+from theory.checks import CheckResult
+from theory.cli import format_table
+
+EXPECTED = {
+    "validity[regression]",
+    "tightness[regression]",
+    "validity[classification]",
+    "tightness[classification]",
+    "validity[lora]",
+    "tightness[lora]",
+    "k_scaling[regression]",
+    "rate[linear]",
+    "rate[lora]",
+    "projection[lora]",
+}
+
+
+def test_theory_is_a_registered_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["theory", "--help"])
+    assert exc.value.code == 0 and "--sabotage" in capsys.readouterr().out
+
+
+def test_quick_passes_every_claim_check(tmp_path, capsys):
+    path = tmp_path / "theory.json"
+    start = time.perf_counter()
+    assert main(["theory", "--quick", "--json", str(path)]) == 0
+    assert time.perf_counter() - start < 60
+    out = capsys.readouterr().out
+    assert "10/10 claim checks pass" in out
+    payload = json.loads(path.read_text())
+    assert payload["mode"] == "quick" and payload["all_claims_pass"]
+    names = {c["name"] for c in payload["checks"]}
+    assert names == EXPECTED
+    for check in payload["checks"]:
+        assert check["passed"] and check["test"] and check["theorem"] and "data" not in check
+        assert check["name"] in out
+
+
+def test_table_marks_regime_rows_and_failures():
+    common = dict(
+        theorem="T",
+        claim="c",
+        numbers={"x": 1.0},
+        ci={"x": [0.0, 2.0]},
+        test="t",
+        p_value=0.5,
+        detail="d",
+    )
+    rows = [
+        CheckResult(name="a", passed=False, **common),
+        CheckResult(name="b", passed=False, role="regime", expect_pass=False, **common),
+        CheckResult(name="c", passed=True, role="regime", expect_pass=False, **common),
+    ]
+    table = format_table(rows)
+    assert "FAIL" in table and "fails (predicted)" in table and "PASSES (unpredicted)" in table
+    assert "x [0, 2]" in table and "p = 0.5" in table
+
+
+def test_module_entry_point_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "theory", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--full" in out.stdout and "--sabotage" in out.stdout
