@@ -54,7 +54,9 @@ def _validate(per_domain: Mapping[str, torch.Tensor], lora: Mapping[str, LoRAFac
             f"every entry needs the same number of domains K >= 1 on axis 0; got {ks}."
         )
     for name, g in per_domain.items():
-        if not bool(torch.isfinite(g).all()):
+        # One reduction first (a finite sum proves every entry finite); the elementwise
+        # test only runs when the sum is not finite (NaN/Inf, or an overflowing sum).
+        if not bool(torch.isfinite(g.sum())) and not bool(torch.isfinite(g).all()):
             raise ValueError(f"gradient of {name!r} holds NaN or Inf values; fix the loss or lr.")
     for name, f in lora.items():
         if name not in per_domain:
@@ -148,6 +150,9 @@ class GradientAligner:
         per_domain: Mapping[str, torch.Tensor],
         lora: Mapping[str, LoRAFactors] | None = None,
     ) -> AlignResult:
+        # Reseeded from (seed, step): a resumed run draws the same sketches as an
+        # uninterrupted one without storing generator state.
+        self._generator.manual_seed(self.config.seed * 1_000_003 + self.steps)
         result = align_gradients(
             per_domain, self.config, lora, erm=self.in_warmup, generator=self._generator
         )

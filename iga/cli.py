@@ -1,8 +1,8 @@
-"""The ``iga`` command: one subcommand per concept, each defined in its own module.
+"""The ``iga`` command: subcommands grouped by concept, each group in its own module.
 
-Each module listed in ``SUBCOMMANDS`` exposes ``register(subparsers)``, which adds
-its parser and sets ``func`` (a callable taking the parsed namespace and returning
-an exit code). Imports are lazy per module so ``iga --help`` stays fast.
+Each module listed in ``SUBCOMMAND_MODULES`` exposes ``register(subparsers)``,
+which adds its parsers and sets ``func`` on each (a callable taking the parsed
+namespace and returning an exit code).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Subcommand name -> module that registers it. Order is the order of ``iga --help``.
-SUBCOMMANDS: dict[str, str] = {
-    "demo": "iga.demo",
-    "isomers": "iga.isomers.cli",
-    "bench": "iga.bench",
-    "theory": "theory.cli",
-}
+# Modules that register subcommands, in the order of ``iga --help``.
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "iga.distill_cli",  # demo (the main job), distill, eval
+    "iga.isomers.cli",  # isomers generate|validate|show
+    "theory.cli",  # theory
+    "iga.bench",  # bench step
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Invariant Gradient Alignment for robust reasoning distillation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMANDS.values():
+    for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
     return parser
 

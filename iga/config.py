@@ -11,6 +11,7 @@ PROJECTIONS = ("svd", "tangent", "none")
 SPACES = ("full", "factor")
 SVD_METHODS = ("auto", "exact", "randomized")
 MASK_TARGETS = ("gradient", "update")
+TRAINER_METHODS = ("iga", "erm")  # IGATrainer's gradient steps; empirical/ registers baselines
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

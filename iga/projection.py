@@ -23,9 +23,11 @@ import torch
 from iga.config import SVD_METHODS
 
 # method="auto" uses the randomized SVD when the smaller side of the matrix is at
-# least this large and the sketch (rank + oversampling) is at most a quarter of it;
-# below that, LAPACK's exact SVD is both faster and exact.
-RANDOMIZED_MIN_DIM = 512
+# least this large and the sketch (rank + oversampling) is at most a quarter of it.
+# Measured by `iga bench step` (4-layer Llama, 256 hidden, LoRA r=8, K=4, CPU): the
+# exact SVD of every layer took 224 ms a step against 40 ms randomized, with
+# gradient cosine 1.0000 between them; below 128 LAPACK is as fast and exact.
+RANDOMIZED_MIN_DIM = 128
 RANDOMIZED_OVERSAMPLE = 10
 RANDOMIZED_POWER_ITERS = 4
 

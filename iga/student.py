@@ -15,15 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+
+# transformers, peft and tokenizers are imported inside the functions that use them:
+# they cost seconds, and `iga --help` or the theory checks need none of them.
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -67,12 +61,15 @@ class StudentConfig:
         return asdict(self)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """Byte-level BPE trained offline on ``texts``, digits split one by one.
 
     Byte-level means no word is ever unknown (held-out domains tokenise into known
     pieces); single digits make arithmetic carry-friendly.
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -91,10 +88,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
-def build_default_student(
-    tokenizer: PreTrainedTokenizerFast, config: StudentConfig
-) -> LlamaForCausalLM:
-    """A freshly initialised small Llama sized by ``config`` for ``tokenizer``."""
+def build_default_student(tokenizer, config: StudentConfig):
+    """A freshly initialised small Llama (``LlamaForCausalLM``) sized by ``config``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     llama = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
@@ -114,6 +111,8 @@ def build_default_student(
 
 def load_local_model(path: str | Path, trust_remote_code: bool = False):
     """(model, tokenizer) from a local folder; safetensors weights, no hub access."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -142,8 +141,10 @@ def attach_lora(
     alpha: float | None = None,
     dropout: float = 0.0,
     seed: int = 0,
-) -> PeftModel:
-    """Vanilla LoRA (no DoRA, no rsLoRA) on the named linear layers, base frozen."""
+):
+    """Vanilla LoRA (no DoRA, no rsLoRA) on the named linear layers, base frozen (a PeftModel)."""
+    from peft import LoraConfig, get_peft_model
+
     targets = list(targets)
     present = linear_module_names(model)
     missing = [t for t in targets if t not in present]

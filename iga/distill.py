@@ -1,0 +1,233 @@
+"""``iga distill``: LoRA distillation of isomer-set rationales into a student, ERM or IGA.
+
+One run = data (generated or read isomer sets, symbolic or HF teacher rationales)
+-> student (the cached built-in default, or a local HF model) with LoRA ->
+``IGATrainer`` -> adapter saved with peft's ``save_pretrained`` -> optional
+evaluation. Checkpoints every ``save_steps``; ``resume=True`` continues from the
+newest complete checkpoint to the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from iga.config import TRAINER_METHODS as METHODS
+from iga.data import IsomerCollator, IsomerDataset
+from iga.evaluate import EvalResult, evaluate
+from iga.isomers import (
+    DEFAULT_HELDOUT_DOMAINS,
+    DEFAULT_TRAIN_DOMAINS,
+    FAMILIES,
+    generate_sets,
+    read_sets,
+)
+from iga.pretrain import BaseConfig, load_or_build_base
+from iga.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
+
+EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
+
+
+@dataclass
+class DistillConfig:
+    """One distillation run; every field is a command-line flag of ``iga distill``."""
+
+    method: str = "iga"
+    out: str = "runs/default"
+    families: tuple[str, ...] = FAMILIES
+    train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
+    heldout_domains: tuple[str, ...] = DEFAULT_HELDOUT_DOMAINS
+    sets: tuple[str, ...] = ()  # JSONL files; empty -> generate n_sets per family
+    n_sets: int = 200
+    n_eval_sets: int = 25
+    seed: int = 0
+    steps: int = 300
+    batch_sets: int = 8
+    lr: float = 3e-3
+    lora_rank: int = 8
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    tau: float = 1.0
+    variance: str = "relative"
+    projection: str = "svd"
+    space: str = "full"
+    mask_target: str = "gradient"
+    mask_floor: float = 0.0
+    warmup_steps: int = 0
+    kd_weight: float = 0.0
+    student: str | None = None
+    teacher: str | None = None
+    trust_remote_code: bool = False
+    save_steps: int = 100
+    max_length: int = 256
+    evaluate: bool = True
+    base: BaseConfig = field(default_factory=BaseConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}.")
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {FAMILIES}.")
+        if len(self.train_domains) < 2 and self.method == "iga":
+            raise ValueError(
+                f"IGA needs at least two training domains (got {list(self.train_domains)}): the "
+                "mask compares gradients across domains. Add domains or use --method erm."
+            )
+        overlap = set(self.train_domains) & set(self.heldout_domains)
+        if overlap:
+            raise ValueError(f"domains {sorted(overlap)} are both training and held-out.")
+        for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
+                )
+
+
+def load_training_sets(config: DistillConfig) -> list:
+    if config.sets:
+        return [s for path in config.sets for s in read_sets(path)]
+    domains = [*config.train_domains, *config.heldout_domains]
+    return [
+        s
+        for f in config.families
+        for s in generate_sets(f, domains, config.n_sets, seed=config.seed)
+    ]
+
+
+def load_eval_sets(config: DistillConfig) -> list:
+    domains = [*config.train_domains, *config.heldout_domains]
+    seed = config.seed + EVAL_SEED_OFFSET
+    return [
+        s for f in config.families for s in generate_sets(f, domains, config.n_eval_sets, seed=seed)
+    ]
+
+
+def load_student_base(config: DistillConfig, show_progress: bool = True):
+    """(base model, tokenizer) before LoRA: the cached default or a local HF model."""
+    if config.student is None:
+        model, tokenizer, _ = load_or_build_base(config.base, show_progress)
+        return model, tokenizer
+    return load_local_model(config.student, config.trust_remote_code)
+
+
+def load_student(config: DistillConfig, show_progress: bool = True):
+    """(peft model, tokenizer, description) for the run."""
+    model, tokenizer = load_student_base(config, show_progress)
+    source = config.student or f"built-in default (base {config.base.key()})"
+    model = attach_lora(model, config.lora_rank, config.lora_targets, seed=config.seed)
+    return model, tokenizer, source
+
+
+def newest_checkpoint(out: Path) -> str | None:
+    """The latest checkpoint folder whose trainer state was fully written, if any."""
+    done = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def training_arguments(config: DistillConfig):
+    from iga.trainer import IGATrainingArguments
+
+    return IGATrainingArguments(
+        output_dir=config.out,
+        method=config.method,
+        iga_tau=config.tau,
+        iga_variance=config.variance,
+        iga_projection=config.projection,
+        iga_space=config.space,
+        iga_mask_target=config.mask_target,
+        iga_mask_floor=config.mask_floor,
+        iga_warmup_steps=config.warmup_steps,
+        kd_weight=config.kd_weight,
+        max_steps=config.steps,
+        per_device_train_batch_size=config.batch_sets,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, config.steps // 20),
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        logging_steps=max(1, config.steps // 10),
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+
+
+def distill(config: DistillConfig, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train (or resume) one run; returns its summary (also written to ``out/summary.json``)."""
+    from iga.trainer import IGATrainer
+
+    out = Path(config.out)
+    checkpoint = newest_checkpoint(out) if resume else None
+    if not resume and (out / "summary.json").exists():
+        raise FileExistsError(
+            f"{out} already holds a finished run; pass --resume to continue it "
+            "or choose another --out."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
+    model, tokenizer, source = load_student(config, show_progress)
+    sets = load_training_sets(config)
+    if config.teacher is not None:
+        from iga.teacher_hf import teacher_rationales
+
+        sets = teacher_rationales(
+            config.teacher,
+            sets,
+            config.train_domains,
+            out / "teacher_cache.jsonl",
+            trust_remote_code=config.trust_remote_code,
+        )
+    dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
+    args = training_arguments(config)
+    args.disable_tqdm = not show_progress
+    trainer = IGATrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=IsomerCollator(tokenizer.pad_token_id),
+        num_domains=len(config.train_domains),
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    model.save_pretrained(out / "adapter", safe_serialization=True)
+    tokenizer.save_pretrained(out / "adapter")
+    summary = {
+        "method": config.method,
+        "student": source,
+        "train_sets": len(dataset),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "final_loss": next(
+            (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
+        ),
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / max(1, trainer.state.global_step),
+        "resumed_from": checkpoint,
+    }
+    if config.evaluate:
+        ev = evaluate(
+            model,
+            tokenizer,
+            load_eval_sets(config),
+            config.train_domains,
+            config.heldout_domains,
+            show_progress=show_progress,
+        )
+        summary["eval"] = ev.to_dict()
+        write_eval(out / "eval.json", ev)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_eval(path: Path, result: EvalResult) -> None:
+    path.write_text(json.dumps(result.to_dict(with_examples=True), indent=2))

@@ -1,0 +1,183 @@
+"""Command-line front ends: ``iga distill``, ``iga eval`` and ``iga demo`` (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from iga.distill import DistillConfig, distill, load_eval_sets, write_eval
+
+_CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def add_distill_flags(p: argparse.ArgumentParser) -> None:
+    defaults = DistillConfig()
+    for f in fields(DistillConfig):
+        if f.name in ("base", "evaluate", "trust_remote_code"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if f.name in _CSV_FIELDS:
+            p.add_argument(
+                flag,
+                type=_csv,
+                default=value,
+                help=f"comma-separated (default: {','.join(value) or 'none'})",
+            )
+        elif isinstance(value, bool):
+            continue
+        elif value is None:
+            p.add_argument(flag, default=None, help="local Hugging Face model folder")
+        else:
+            p.add_argument(flag, type=type(value), default=value, help=f"(default: {value})")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a model's own code (off by default)"
+    )
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation")
+    p.add_argument(
+        "--base-steps", type=int, default=None, help="steps of the default student's base phase"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
+    config = DistillConfig(**kwargs)
+    if getattr(args, "base_steps", None) is not None:
+        config = replace(config, base=replace(config.base, steps=args.base_steps))
+    return config
+
+
+def _distill(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        summary = distill(config, resume=args.resume)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"iga distill: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"method {summary['method']}: {summary['steps']} steps, "
+        f"final loss {summary['final_loss']:.4f}, {summary['seconds_per_step'] * 1000:.0f} ms/step",
+    ]
+    if "eval" in summary:
+        e = summary["eval"]
+        lines.append(
+            f"accuracy: in-domain {e['accuracy_id']:.3f}, held-out {e['accuracy_ood']:.3f}; "
+            f"LCS {e['lcs']:.4f}; answer consistency {e['answer_consistency']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from peft import PeftModel
+
+    from iga.evaluate import evaluate
+    from iga.isomers import read_sets
+
+    run = Path(args.run)
+    cfg_path = run / "distill_config.json"
+    if not cfg_path.is_file():
+        print(
+            f"iga eval: error: {run} is not a run folder (no distill_config.json).", file=sys.stderr
+        )
+        return 2
+    raw = json.loads(cfg_path.read_text())
+    config = DistillConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "base"}
+    )
+    from iga.distill import load_student_base
+
+    base, tokenizer = load_student_base(config, show_progress=False)
+    model = PeftModel.from_pretrained(base, run / "adapter")
+    sets = read_sets(args.sets) if args.sets else load_eval_sets(config)
+    result = evaluate(
+        model,
+        tokenizer,
+        sets,
+        config.train_domains,
+        config.heldout_domains,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    print(json.dumps(result.to_dict(), indent=2))
+    if args.json:
+        write_eval(Path(args.json), result)
+    return 0
+
+
+DEMO_TABLE_HEADER = (
+    "| method | in-domain acc | held-out acc | LCS (lower is better) | answer consistency "
+    "| s/step |"
+)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    rows, results = [], {}
+    for method in ("erm", "iga"):
+        out = Path(args.out) / method
+        config = DistillConfig(method=method, out=str(out), seed=args.seed, steps=args.steps)
+        summary = distill(config, resume=True)
+        results[method] = summary
+        e = summary["eval"]
+        rows.append(
+            f"| {method} | {e['accuracy_id']:.3f} | {e['accuracy_ood']:.3f} | {e['lcs']:.4f} | "
+            f"{e['answer_consistency']:.3f} | {summary['seconds_per_step']:.2f} |"
+        )
+    print()
+    print(DEMO_TABLE_HEADER)
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    print()
+    print("per family, in-domain / held-out accuracy:")
+    for family in results["erm"]["eval"]["per_family"]:
+        cells = [
+            f"{m} {results[m]['eval']['per_family'][family]['id']:.2f}/"
+            f"{results[m]['eval']['per_family'][family]['ood']:.2f}"
+            for m in results
+        ]
+        print(f"  {family:<11} " + "   ".join(cells))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; runs in {args.out}/erm and {args.out}/iga")
+    Path(args.out, "demo.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill", help="distil isomer-set rationales into a LoRA student (ERM or IGA)"
+    )
+    add_distill_flags(p)
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
+    p.set_defaults(func=_distill)
+
+    e = sub.add_parser("eval", help="evaluate a distilled run: accuracy, LCS, answer consistency")
+    e.add_argument("run", help="run folder written by iga distill")
+    e.add_argument(
+        "--sets", help="isomer JSONL to evaluate on (default: the run's evaluation sets)"
+    )
+    e.add_argument("--json", help="write the full result, with every completion, here")
+    e.add_argument("--max-new-tokens", type=int, default=96)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser(
+        "demo", help="the main job: ERM-SFT vs IGA on the built-in default, side by side"
+    )
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--steps", type=int, default=DistillConfig.steps)
+    d.set_defaults(func=_demo)
