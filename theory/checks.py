@@ -346,6 +346,17 @@ def _k_sweep(problem_name: str, s: Settings, seed: int, config: iga.IGAConfig, g
     return rows
 
 
+def _mean_se(pair: PairRun) -> dict[str, float]:
+    """Mean and standard error over replications of each side of Theorem 1 (figure data)."""
+    out = {}
+    for m in ("erm", "iga"):
+        for q in ("bound", "deviation", "ood", "ood_excess", "train"):
+            x = getattr(getattr(pair, m), q)
+            out[f"{q}_{m}"] = _fmt(float(x.mean()))
+            out[f"{q}_{m}_se"] = _fmt(float(x.std() / math.sqrt(len(x))))
+    return out
+
+
 def k_scaling_check(
     problem_name: str,
     s: Settings,
@@ -370,14 +381,7 @@ def k_scaling_check(
     tighter = float(top.iga.bound.mean()) < float(top.erm.bound.mean())
     better = float(top.iga.ood_excess.mean()) <= float(top.erm.ood_excess.mean())
     passed = tighter and better and all(fits[k].ci[1] <= limit for k in ("dev_iga", "excess_iga"))
-    per_k = {
-        str(K): {
-            f"{q}_{m}": _fmt(float(getattr(getattr(p, m), q).mean()))
-            for m in ("erm", "iga")
-            for q in ("bound", "deviation", "ood", "ood_excess", "train")
-        }
-        for K, p in rows
-    }
+    per_k = {str(K): _mean_se(p) for K, p in rows}
     return CheckResult(
         name=f"k_scaling[{problem_name}{suffix}]",
         theorem="Theorem 1 (eps_j ~ K^-1/2)",
