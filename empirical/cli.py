@@ -1,0 +1,94 @@
+"""``iga experiments run`` and ``iga experiments table``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_ROOT = Path("results/empirical")
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in _csv(text)]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "experiments", help="IGA vs baselines on the isomer benchmarks (sweeps and tables)"
+    )
+    sub = p.add_subparsers(dest="experiments_command", metavar="ACTION")
+    run = sub.add_parser("run", help="run (or resume) a suite; finished runs are skipped")
+    run.add_argument("--suite", choices=("quick", "full"), default="quick")
+    run.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
+    run.add_argument(
+        "--out", type=Path, default=None, help="records folder (results/empirical/SUITE)"
+    )
+    run.add_argument("--seeds", type=_ints, default=None, help="e.g. 0,1,2,3,4")
+    run.add_argument(
+        "--scale", default="", help="e.g. steps=1000,n_train_sets=2000,n_test_sets=200"
+    )
+    run.add_argument("--methods", type=_csv, default=None, help="subset of methods")
+    run.add_argument("--benchmarks", type=_csv, default=None, help="subset of benchmarks")
+    run.add_argument("--no-ablations", action="store_true", help="skip the ablation stage")
+    run.set_defaults(func=_run)
+    table = sub.add_parser("table", help="tables (markdown, LaTeX, JSON) from the records")
+    table.add_argument("--records", type=Path, default=DEFAULT_ROOT / "full")
+    table.add_argument("--json", type=Path, default=None, help="write everything as JSON")
+    table.add_argument("--latex", type=Path, default=None, help="write LaTeX tabulars")
+    table.add_argument("--alpha", type=float, default=0.05)
+    table.set_defaults(func=_table)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from empirical.runner import run_jobs
+    from empirical.suites import Suite, get_suite
+
+    try:
+        suite = get_suite(args.suite, args.seeds, args.scale, args.methods, args.benchmarks)
+    except ValueError as err:
+        print(f"iga experiments run: error: {err}", file=sys.stderr)
+        return 2
+    if args.no_ablations:
+        suite = replace(suite, ablations=())
+    out = args.out or DEFAULT_ROOT / suite.name
+    if (out / "suite.json").is_file() and Suite.load(out) != suite:
+        print(
+            f"iga experiments run: note: {out}/suite.json described another suite; it is "
+            "replaced (finished runs with the same arguments are still reused).",
+            file=sys.stderr,
+        )
+    suite.save(out)
+    start = time.perf_counter()
+    for label, jobs in suite.stages(out):
+        print(f"== {label}: {len(jobs)} runs", flush=True)
+        run_jobs(jobs, out, args.jobs, log=lambda s: print(s, flush=True))
+    print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/runs")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from empirical.table import build, latex, markdown, write_json
+
+    if not (args.records / "suite.json").is_file():
+        print(
+            f"iga experiments table: error: {args.records}/suite.json not found; point "
+            "--records at a folder written by 'iga experiments run'.",
+            file=sys.stderr,
+        )
+        return 2
+    result = build(args.records, args.alpha)
+    print(markdown(result))
+    if args.json:
+        write_json(result, args.json)
+    if args.latex:
+        args.latex.write_text(latex(result))
+    return 0

@@ -1,0 +1,92 @@
+"""Hyperparameters, DomainBed-style: one default and one search distribution per name.
+
+``hparams(method, seed=None)`` returns the defaults (``seed=None``) or one random
+draw. Each name's draw uses its own generator, seeded by a hash of
+``(seed, method, name)``, so registering a new name never shifts another's draw.
+Defaults that come from the library (learning rate, LoRA rank, the IGA step) are
+read from ``iga.distill.DistillConfig()`` at call time, so they follow the tuned
+defaults of ``iga distill``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+from iga.distill import DistillConfig
+
+Draw = Callable[[random.Random], Any]
+
+
+def _rng(seed: int, method: str, name: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}/{method}/{name}".encode()).hexdigest()
+    return random.Random(int(digest[:16], 16))
+
+
+def _log_uniform(lo: float, hi: float) -> Draw:
+    """10 ** uniform(lo, hi)."""
+    return lambda r: 10 ** r.uniform(lo, hi)
+
+
+def _uniform(lo: float, hi: float) -> Draw:
+    return lambda r: r.uniform(lo, hi)
+
+
+def _choice(values: list) -> Draw:
+    return lambda r: r.choice(values)
+
+
+def _fixed(value: Any) -> Draw:
+    return lambda r: value
+
+
+def registry(method: str) -> dict[str, tuple[Any, Draw]]:
+    """name -> (default, search distribution) for ``method``."""
+    d = DistillConfig()
+    log_lr = math.log10(d.lr)
+    out: dict[str, tuple[Any, Draw]] = {
+        # Every method searches its learning rate (half a decade each side), as in DomainBed.
+        "lr": (d.lr, _log_uniform(log_lr - 0.5, log_lr + 0.5)),
+        "lora_rank": (d.lora_rank, _fixed(d.lora_rank)),
+    }
+    anneal = ("anneal_frac", (0.25, _uniform(0.0, 0.5)))
+    specific: dict[str, dict[str, tuple[Any, Draw]]] = {
+        "erm": {},
+        "irm": {"lambda": (100.0, _log_uniform(-1, 5)), anneal[0]: anneal[1]},
+        "vrex": {"lambda": (10.0, _log_uniform(-1, 5)), anneal[0]: anneal[1]},
+        "groupdro": {"eta": (1e-2, _log_uniform(-3, -1))},
+        "fish": {"meta_lr": (0.5, _choice([0.05, 0.1, 0.5]))},
+        "andmask": {"tau": (1.0, _uniform(0.5, 1.0))},
+        # tau = 1 (DomainBed) never updates; see SANDMask's docstring.
+        "sandmask": {"tau": (0.4, _uniform(0.1, 0.9)), "k": (10.0, _log_uniform(-1, 2))},
+        "fishr": {
+            "lambda": (1000.0, _log_uniform(1, 4)),
+            "ema": (0.95, _uniform(0.90, 0.99)),
+            anneal[0]: anneal[1],
+        },
+        "ky-gradvar": {"lambda": (1.0, _log_uniform(-2, 2))},
+        "pcgrad": {},
+        "iga": {
+            "tau": (d.tau, _log_uniform(-1, 2)),
+            "variance": (d.variance, _fixed(d.variance)),
+            "projection": (d.projection, _fixed(d.projection)),
+            "space": (d.space, _fixed(d.space)),
+            "mask_target": (d.mask_target, _fixed(d.mask_target)),
+            "mask_floor": (d.mask_floor, _choice([0.0, 0.1, 0.3])),
+            "warmup_frac": (d.warmup_steps / d.steps, _choice([0.0, 0.1, 0.2])),
+        },
+    }
+    if method not in specific:
+        raise ValueError(f"no hyperparameters registered for method {method!r}.")
+    return {**out, **specific[method]}
+
+
+def hparams(method: str, seed: int | None = None) -> dict[str, Any]:
+    """Defaults (``seed=None``) or the ``seed``-th random draw of ``method``'s hparams."""
+    reg = registry(method)
+    if seed is None:
+        return {name: default for name, (default, _) in reg.items()}
+    return {name: draw(_rng(seed, method, name)) for name, (_, draw) in reg.items()}

@@ -1,0 +1,140 @@
+"""The shared part of every method: one optimizer, one loss, one update interface.
+
+DomainBed's contract: ``update(per_domain_batches) -> dict of floats``, where
+``per_domain_batches`` holds K batches (one per training domain, each a dict of
+``input_ids``, ``attention_mask`` and ``labels``, right-padded to one width).
+Every method trains the same LoRA student with the same AdamW optimizer,
+cosine schedule and gradient clipping as ``iga distill``; only ``_step``
+differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from iga.capture import domain_mean_loss
+from iga.trainer import completion_token_losses
+
+Batch = Mapping[str, torch.Tensor]
+
+
+def concat_domains(per_domain_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+    """One batch holding all K domain batches, plus ``domain_ids`` (B,) sorted by domain."""
+    width = max(b["input_ids"].shape[1] for b in per_domain_batches)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    ids, att, labels, dom = [], [], [], []
+    for k, b in enumerate(per_domain_batches):
+        ids.append(pad(b["input_ids"], 0))
+        att.append(pad(b["attention_mask"], 0))
+        labels.append(pad(b["labels"], -100))
+        dom.append(torch.full((b["input_ids"].shape[0],), k, dtype=torch.long))
+    return {
+        "input_ids": torch.cat(ids),  # (B, T)
+        "attention_mask": torch.cat(att),  # (B, T)
+        "labels": torch.cat(labels),  # (B, T)
+        "domain_ids": torch.cat(dom),  # (B,)
+    }
+
+
+def per_domain_losses(
+    ce: torch.Tensor, mask: torch.Tensor, domain_ids: torch.Tensor, num_domains: int
+) -> torch.Tensor:
+    """``L_k``: mean token loss over domain k's supervised tokens, (K,).
+
+    ``ce.mean()`` of the result equals ``iga.capture.domain_mean_loss`` (tested).
+    """
+    m = mask.to(ce.dtype)
+    per_example = (ce * m).sum(dim=1)  # (B,)
+    sums = ce.new_zeros(num_domains).index_add(0, domain_ids, per_example)  # (K,)
+    counts = ce.new_zeros(num_domains).index_add(0, domain_ids, m.sum(dim=1))  # (K,)
+    return sums / counts.clamp_min(1.0)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over 5% of the steps, then cosine decay (as ``iga distill``)."""
+    warmup = max(1, steps // 20)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Method:
+    """Base class: ERM's forward, the optimizer, and the step bookkeeping.
+
+    ``hparams`` always holds ``lr``; subclasses read their own names from it.
+    """
+
+    max_grad_norm = 1.0
+
+    def __init__(self, model: nn.Module, num_domains: int, hparams: Mapping, steps: int) -> None:
+        self.model = model
+        self.num_domains = num_domains
+        self.hparams = dict(hparams)
+        self.steps = steps
+        self.update_count = 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = self._make_optimizer()
+        self.scheduler = cosine_schedule(self.optimizer, steps)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.params, lr=self.hparams["lr"], weight_decay=0.0)
+
+    def reset_optimizer(self) -> None:
+        """Fresh Adam moments, same schedule position (IRM/V-REx/Fishr after annealing)."""
+        lr_now = [g["lr"] for g in self.optimizer.param_groups]
+        self.optimizer = self._make_optimizer()
+        self.scheduler = cosine_schedule(self.optimizer, self.steps)
+        for _ in range(self.update_count):
+            self.scheduler.step()
+        for g, lr in zip(self.optimizer.param_groups, lr_now):
+            g["lr"] = lr
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token CE (B, T-1), its mask (B, T-1) and the logits (B, T, V)."""
+        logits = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+        ce, mask = completion_token_losses(logits, batch["labels"])
+        return ce, mask, logits
+
+    def erm_loss(self, batch: Batch) -> torch.Tensor:
+        ce, mask, _ = self.forward(batch)
+        return domain_mean_loss(ce, mask, batch["domain_ids"], self.num_domains)
+
+    def update(self, per_domain_batches: Sequence[Batch]) -> dict[str, float]:
+        """One optimizer step on one batch per training domain."""
+        if len(per_domain_batches) != self.num_domains:
+            raise ValueError(
+                f"{type(self).__name__}.update got {len(per_domain_batches)} domain batches, "
+                f"expected {self.num_domains}."
+            )
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self._step(concat_domains(per_domain_batches))
+        self.scheduler.step()
+        self.update_count += 1
+        return stats
+
+    def _step(self, batch: Batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _clip_and_step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        return float(norm)
+
+    def close(self) -> None:
+        """Remove hooks (gradient-capturing methods override)."""

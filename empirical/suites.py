@@ -1,0 +1,193 @@
+"""The quick and full suites: which jobs run, in which order, and how hparams are selected.
+
+A suite runs in stages. For each benchmark: (1) the search stage runs every method
+on the search seed with its defaults and ``n_draws`` seeded random draws; (2) the
+main stage picks, per method, the candidate with the best *training-domain
+validation* accuracy (ties: lower validation loss, then the earlier candidate;
+held-out domains are never looked at) and runs it on every seed (the search seed's
+run is reused: same arguments, same folder). Then (3) the ablations: IGA settings
+(and ERM for the K sweep) on one benchmark, from IGA's defaults, on a few seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from empirical.hparams import hparams
+from empirical.methods import METHODS
+from empirical.runner import Job, Scale, load_records
+from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
+
+# Training domains for the K sweep: the four defaults, then two extra domains from
+# empirical/domains/ (the library ships six, two of them held out).
+K_SWEEP_DOMAINS = (*DEFAULT_TRAIN_DOMAINS, "farming", "music")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    method: str = "iga"
+    overrides: dict = field(default_factory=dict, hash=False)
+    train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
+
+
+def default_ablations() -> tuple[Ablation, ...]:
+    out = [
+        Ablation("iga (defaults)"),
+        Ablation("mask only (no projection)", overrides={"projection": "none"}),
+        Ablation("projection only (tau = 0)", overrides={"tau": 0.0}),
+        Ablation("tangent projection", overrides={"projection": "tangent"}),
+        Ablation("raw variance, tau = 1", overrides={"variance": "raw", "tau": 1.0}),
+        Ablation("raw variance, tau = 1e4", overrides={"variance": "raw", "tau": 1e4}),
+        *(Ablation(f"tau = {t:g}", overrides={"tau": t}) for t in (0.1, 3.0, 10.0, 100.0)),
+        *(Ablation(f"LoRA rank {r}", overrides={"lora_rank": r}) for r in (2, 4, 16)),
+        Ablation("factor space", overrides={"space": "factor"}),
+    ]
+    for k in range(2, len(K_SWEEP_DOMAINS) + 1):
+        for method in ("erm", "iga"):
+            out.append(Ablation(f"K = {k} ({method})", method, {}, K_SWEEP_DOMAINS[:k]))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    benchmarks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    search_seed: int = 0
+    n_draws: int = 0  # random hparam draws per method and benchmark, besides the defaults
+    scale: Scale = Scale()
+    ablations: tuple[Ablation, ...] = ()
+    ablation_benchmark: str = "arithmetic"
+    ablation_seeds: tuple[int, ...] = (0, 1, 2)
+
+    def candidates(self, method: str) -> list[dict]:
+        """The search space actually run: defaults, then draws 1..n_draws."""
+        return [hparams(method), *(hparams(method, seed=d) for d in range(1, self.n_draws + 1))]
+
+    def job(self, method: str, benchmark: str, seed: int, hp: dict, domains=None) -> Job:
+        return Job(
+            method,
+            benchmark,
+            seed,
+            hp,
+            self.scale,
+            tuple(domains or DEFAULT_TRAIN_DOMAINS),
+            DEFAULT_HELDOUT_DOMAINS,
+        )
+
+    def search_jobs(self, benchmark: str) -> list[Job]:
+        return [
+            self.job(m, benchmark, self.search_seed, hp)
+            for m in self.methods
+            for hp in self.candidates(m)
+        ]
+
+    def main_jobs(self, benchmark: str, records: list[dict]) -> list[Job]:
+        jobs = []
+        for m in self.methods:
+            hp = select(records, self, m, benchmark)
+            if hp is not None:
+                jobs += [self.job(m, benchmark, s, hp) for s in self.seeds]
+        return jobs
+
+    def ablation_jobs(self) -> list[tuple[Ablation, Job]]:
+        out = []
+        for a in self.ablations:
+            hp = {**hparams(a.method), **a.overrides}
+            for s in self.ablation_seeds:
+                out.append((a, self.job(a.method, self.ablation_benchmark, s, hp, a.train_domains)))
+        return out
+
+    def stages(self, out: Path) -> Iterator[tuple[str, list[Job]]]:
+        """(label, jobs) per stage; main stages read the search records when they start."""
+        for b in self.benchmarks:
+            yield f"{b}: search", self.search_jobs(b)
+            yield f"{b}: main", self.main_jobs(b, load_records(out))
+        if self.ablations:
+            yield "ablations", [job for _, job in self.ablation_jobs()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Suite:
+        d = dict(d)
+        d["scale"] = Scale(**d["scale"])
+        d["ablations"] = tuple(
+            Ablation(a["name"], a["method"], a["overrides"], tuple(a["train_domains"]))
+            for a in d["ablations"]
+        )
+        for name in ("benchmarks", "methods", "seeds", "ablation_seeds"):
+            d[name] = tuple(d[name])
+        return cls(**d)
+
+    def save(self, out: Path) -> None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "suite.json").write_text(json.dumps(self.to_dict(), indent=2, default=str))
+
+    @classmethod
+    def load(cls, out: Path) -> Suite:
+        return cls.from_dict(json.loads((Path(out) / "suite.json").read_text()))
+
+
+def select(records: list[dict], suite: Suite, method: str, benchmark: str) -> dict | None:
+    """The candidate hparams with the best training-domain validation score, or None."""
+    keys = {
+        suite.job(method, benchmark, suite.search_seed, hp).key(): i
+        for i, hp in enumerate(suite.candidates(method))
+    }
+    found = [(r, keys[r["key"]]) for r in records if r["key"] in keys]
+    if not found:
+        return None
+    best, _ = min(found, key=lambda ri: (-ri[0]["val"]["accuracy"], ri[0]["val"]["loss"], ri[1]))
+    return best["job"]["hparams"]
+
+
+SUITES = {
+    # A smoke run of the whole pipeline: every method, one benchmark, two seeds, defaults.
+    "quick": Suite(
+        "quick",
+        benchmarks=("deduction",),
+        methods=tuple(METHODS),
+        seeds=(0, 1),
+        scale=Scale(steps=40, batch_sets=4, n_train_sets=80, n_val_sets=8, n_test_sets=12),
+    ),
+    # The paper's comparison: every method x 4 benchmarks x 5 seeds, 2 draws + defaults
+    # searched on seed 0, and the ablations on deduction x 3 seeds. Benchmarks run in
+    # the order below so that a partial run first completes the benchmarks on which the
+    # small CPU student learns something under ERM (arithmetic stays near 0% at this size).
+    "full": Suite(
+        "full",
+        benchmarks=("deduction", "ordering", "rules", "arithmetic"),
+        methods=tuple(METHODS),
+        seeds=(0, 1, 2, 3, 4),
+        n_draws=2,
+        scale=Scale(),
+        ablations=default_ablations(),
+        ablation_benchmark="deduction",
+    ),
+}
+
+
+def get_suite(name: str, seeds=None, scale: str = "", methods=None, benchmarks=None) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}.")
+    suite = SUITES[name]
+    changes: dict = {}
+    if seeds:
+        changes["seeds"] = tuple(seeds)
+    if scale:
+        changes["scale"] = Scale.parse(scale, suite.scale)
+    if methods:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {sorted(METHODS)}.")
+        changes["methods"] = tuple(methods)
+    if benchmarks:
+        changes["benchmarks"] = tuple(benchmarks)
+    return replace(suite, **changes)

@@ -1,0 +1,253 @@
+"""Sweeps: hparam draws, job hashing, resume/skip, selection, statistics, tables, one real run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import empirical.hparams as hp_mod
+import empirical.runner as runner
+from empirical.cli import register
+from empirical.hparams import hparams
+from empirical.methods import METHODS
+from empirical.runner import Job, Scale, load_records, run_jobs
+from empirical.stats import holm, mean_ci, paired
+from empirical.suites import SUITES, Suite, get_suite, select
+from empirical.table import build, latex, markdown
+from iga.pretrain import BaseConfig
+from iga.student import StudentConfig
+
+TINY_SCALE = Scale(
+    steps=2, batch_sets=2, n_train_sets=4, n_val_sets=2, n_test_sets=2, max_new_tokens=8
+)
+
+
+def test_hparam_draws_are_seeded_per_name_and_stable_when_names_are_added(monkeypatch):
+    for m in METHODS:
+        assert hparams(m) == hparams(m), m
+        assert hparams(m, seed=1) == hparams(m, seed=1)
+    assert hparams("iga", seed=1)["tau"] != hparams("iga", seed=2)["tau"]
+    before = hparams("vrex", seed=3)
+    original = hp_mod.registry
+
+    def extended(method):
+        reg = original(method)
+        return {"a_new_name": (0.0, lambda r: r.random()), **reg}
+
+    monkeypatch.setattr(hp_mod, "registry", extended)
+    after = hp_mod.hparams("vrex", seed=3)
+    assert {k: after[k] for k in before} == before
+
+
+def test_defaults_follow_distill_config():
+    from iga.distill import DistillConfig
+
+    d = DistillConfig()
+    for m in METHODS:
+        assert hparams(m)["lr"] == d.lr and hparams(m)["lora_rank"] == d.lora_rank
+    assert hparams("iga")["tau"] == d.tau
+
+
+def test_job_key_depends_on_every_argument():
+    job = Job("erm", "arithmetic", 0, hparams("erm"))
+    assert job.key() == Job("erm", "arithmetic", 0, hparams("erm")).key()
+    variants = [
+        replace(job, seed=1),
+        replace(job, method="iga"),
+        replace(job, benchmark="rules"),
+        replace(job, hparams={**job.hparams, "lr": 1e-3}),
+        replace(job, scale=replace(job.scale, steps=7)),
+        replace(job, train_domains=job.train_domains[:2]),
+    ]
+    assert len({job.key(), *(v.key() for v in variants)}) == len(variants) + 1
+    assert Job.from_dict(json.loads(json.dumps(job.to_dict()))).key() == job.key()
+
+
+def _fake_record(job: Job, val=0.5, ood=0.4, id_=0.6, lcs=0.1) -> dict:
+    return {
+        "key": job.key(),
+        "job": job.to_dict(),
+        "val": {"accuracy": val, "loss": 1.0},
+        "test": {"accuracy_id": id_, "accuracy_ood": ood, "lcs": lcs, "answer_consistency": 0.5},
+        "train": {"seconds_per_step": 0.1, "eval_seconds": 1.0},
+    }
+
+
+def test_run_jobs_skips_finished_runs_and_duplicates(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "execute", lambda job: calls.append(job) or _fake_record(job))
+    jobs = [Job("erm", "arithmetic", s, hparams("erm"), TINY_SCALE) for s in (0, 1, 1)]
+    assert len(run_jobs(jobs, tmp_path, log=lambda s: None)) == 2
+    assert len(calls) == 2
+    assert run_jobs(jobs, tmp_path, log=lambda s: None) == []
+    assert len(calls) == 2
+    assert all((tmp_path / "runs" / j.key() / "done").is_file() for j in jobs)
+    # an unfinished folder (no done marker) is rerun
+    (tmp_path / "runs" / jobs[0].key() / "done").unlink()
+    run_jobs(jobs, tmp_path, log=lambda s: None)
+    assert len(calls) == 3 and len(load_records(tmp_path)) == 2
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path, monkeypatch):
+    def execute(job):
+        if job.seed == 0:
+            raise RuntimeError("boom")
+        return _fake_record(job)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    logs = []
+    jobs = [Job("erm", "arithmetic", s, hparams("erm"), TINY_SCALE) for s in (0, 1)]
+    assert len(run_jobs(jobs, tmp_path, log=logs.append)) == 1
+    assert any("FAILED" in line and "boom" in line for line in logs)
+
+
+def _suite(**kw) -> Suite:
+    base = Suite("t", ("arithmetic",), ("erm", "iga"), (0, 1, 2), n_draws=2, scale=TINY_SCALE)
+    return replace(base, **kw)
+
+
+def test_selection_uses_training_domain_validation_only(tmp_path):
+    suite = _suite()
+    cands = suite.candidates("iga")
+    records = [
+        # the best *test* (held-out) accuracy must not matter
+        _fake_record(suite.job("iga", "arithmetic", 0, cands[0]), val=0.2, ood=0.99),
+        _fake_record(suite.job("iga", "arithmetic", 0, cands[1]), val=0.7, ood=0.10),
+        _fake_record(suite.job("iga", "arithmetic", 0, cands[2]), val=0.5, ood=0.50),
+        # a seed-0 run outside the candidate list (an ablation) is ignored
+        _fake_record(suite.job("iga", "arithmetic", 0, {**cands[0], "tau": 9.0}), val=1.0),
+    ]
+    assert select(records, suite, "iga", "arithmetic") == cands[1]
+    assert select(records, suite, "erm", "arithmetic") is None
+    jobs = suite.main_jobs("arithmetic", records)
+    assert [j.seed for j in jobs] == [0, 1, 2] and all(j.hparams == cands[1] for j in jobs)
+    assert jobs[0].key() == records[1]["key"]  # the search run is reused, not rerun
+
+
+def test_mean_ci_and_holm_against_hand_computation():
+    mean, half = mean_ci([1.0, 2.0, 3.0, 6.0])
+    sd = np.std([1, 2, 3, 6], ddof=1)
+    assert mean == 3.0 and math.isclose(half, 3.182446305284263 * sd / 2, rel_tol=1e-9)
+    comps = [paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "ood", "b", f"m{i}") for i in range(3)]
+    for c, p in zip(comps, (0.01, 0.04, 0.03)):
+        c.p = p
+    holm(comps)
+    # Holm by hand: sorted p 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    assert [round(c.p_holm, 10) for c in comps] == [0.03, 0.06, 0.06]
+    assert [c.verdict for c in comps] == ["win", "tie", "tie"]
+
+
+def test_paired_comparison_sign_effect_size_and_lcs_direction():
+    iga = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.65}
+    base = {0: 0.4, 1: 0.55, 2: 0.5, 3: 0.6, 4: 0.9}  # seed 4 is unpaired
+    c = paired(iga, base, "ood", "b", "erm")
+    d = np.array([0.1, 0.05, 0.2, 0.05])
+    assert c.n == 4 and math.isclose(c.diff, d.mean())
+    assert math.isclose(c.cohen_dz, d.mean() / d.std(ddof=1))
+    lcs = paired({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.5}, "lcs", "b", "erm")
+    assert lcs.diff > 0  # lower LCS for IGA favours IGA
+
+
+def _fixture(tmp_path, monkeypatch) -> Suite:
+    suite = _suite(n_draws=0, ablations=SUITES["full"].ablations[:2])
+    suite.save(tmp_path)
+    rng = np.random.default_rng(0)
+
+    def execute(job):
+        bonus = 0.2 if job.method == "iga" else 0.0
+        return _fake_record(job, ood=0.3 + bonus + 0.01 * rng.random(), lcs=0.1 - bonus / 4)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    for _, jobs in suite.stages(tmp_path):
+        run_jobs(jobs, tmp_path, log=lambda s: None)
+    return suite
+
+
+def test_table_from_fixture_records(tmp_path, monkeypatch):
+    _fixture(tmp_path, monkeypatch)
+    result = build(tmp_path)
+    assert result["coverage"]["main_runs"] == result["coverage"]["main_expected"] == 6
+    assert result["main"]["ood"]["iga"]["arithmetic"]["n"] == 3
+    ood = result["comparisons"]["ood"]
+    assert len(ood) == 1 and ood[0]["baseline"] == "erm" and ood[0]["verdict"] == "win"
+    text = markdown(result)
+    assert "| iga |" in text and "1 wins, 0 ties, 0 losses" in text and "Ablations" in text
+    assert "\\begin{tabular}" in latex(result)
+
+
+def test_cli_table_writes_json_and_latex(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    _fixture(tmp_path, monkeypatch)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "experiments",
+            "table",
+            "--records",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "t.json"),
+            "--latex",
+            str(tmp_path / "t.tex"),
+        ]
+    )
+    assert args.func(args) == 0
+    assert "OOD accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t.json").read_text())["suite"] == "t"
+    assert "tabular" in (tmp_path / "t.tex").read_text()
+
+
+def test_suites_are_complete_and_scalable():
+    full = SUITES["full"]
+    assert set(full.methods) == set(METHODS) and len(full.benchmarks) == 4
+    assert len(full.seeds) >= 5 and full.n_draws >= 1
+    names = " ".join(a.name for a in full.ablations)
+    for part in (
+        "mask only",
+        "projection only",
+        "raw variance",
+        "tau =",
+        "LoRA rank",
+        "factor space",
+        "K = 2",
+        "K = 6",
+    ):
+        assert part in names
+    big = get_suite("full", seeds=[0, 1], scale="steps=2000,n_test_sets=200")
+    assert big.scale.steps == 2000 and big.seeds == (0, 1)
+    with pytest.raises(ValueError, match="unknown scale field"):
+        get_suite("quick", scale="epochs=3")
+
+
+TINY_BASE = BaseConfig(
+    student=StudentConfig(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        max_length=512,
+        num_heads=2,
+    ),
+    sets_per_family=4,
+    n_facts=50,
+    steps=5,
+)
+
+
+@pytest.mark.parametrize("domains", [("mathematics", "law"), ("mathematics", "law", "farming")])
+def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
+    monkeypatch.setenv("IGA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runner, "base_config", lambda: TINY_BASE)
+    job = Job("iga", "arithmetic", 0, hparams("iga"), replace(TINY_SCALE, max_length=512), domains)
+    record = runner.run_job(job, tmp_path)
+    assert record["num_domains"] == len(domains)
+    t = record["test"]
+    assert set(t["per_domain"]) == {*domains, "cooking", "sports"}
+    assert 0 <= t["accuracy_ood"] <= 1 and t["lcs"] >= 0 and record["train"]["seconds_per_step"] > 0
+    assert (tmp_path / "runs" / job.key() / "done").is_file()
