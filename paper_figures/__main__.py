@@ -1,0 +1,5 @@
+import sys
+
+from paper_figures.cli import standalone
+
+sys.exit(standalone())

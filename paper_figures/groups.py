@@ -1,0 +1,174 @@
+"""Which empirical runs answer which question: main comparison, ablations, K sweep.
+
+Records carry no suite label, so the roles are read off the jobs, the way
+``empirical/suites.py`` builds them:
+
+* **Defaults** per method: the hparams of its K-sweep runs (the sweep runs every
+  method at its defaults), else ``empirical.hparams.hparams(method)``.
+* **Main**: per (method, benchmark) at the usual K, the hparams setting run on the
+  most seeds (the selected setting runs on every seed, search draws on one);
+  ties go to the best mean training-domain validation accuracy (what
+  ``suites.select`` uses), never to a held-out number.
+* **Ablations**: IGA runs at the usual K whose hparams differ from IGA's defaults
+  only in one studied knob (tau, variance, projection, space, LoRA rank).
+* **K sweep**: each method at its defaults, grouped by K, on every benchmark
+  that has more than one K.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+from paper_figures.load import Run
+
+ABLATION_KNOBS = frozenset({"tau", "variance", "projection", "space", "lora_rank"})
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the Student-t interval, n); the half-width is nan for n < 2."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan"), 0
+    if x.size == 1:
+        return float(x[0]), float("nan"), 1
+    half = sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half), int(x.size)
+
+
+def _hkey(hp: dict) -> str:
+    return json.dumps(hp, sort_keys=True, default=str)
+
+
+def _diff(hp: dict, base: dict) -> dict:
+    """Fields of ``hp`` that differ from ``base`` (missing fields count as different)."""
+    keys = set(hp) | set(base)
+    return {k: hp.get(k) for k in keys if hp.get(k) != base.get(k)}
+
+
+def ablation_label(diff: dict, hp: dict) -> tuple[str, str] | None:
+    """(kind, label) of an IGA run (hparams ``hp``) differing from the defaults by ``diff``."""
+    if not set(diff) <= ABLATION_KNOBS:
+        return None
+    if not diff:
+        return "defaults", "IGA defaults"
+    if diff.get("variance") == "raw" and set(diff) <= {"variance", "tau"}:
+        return "variant", f"raw variance, tau = {hp.get('tau', float('nan')):g}"
+    if set(diff) == {"tau"}:
+        if diff["tau"] == 0:
+            return "variant", "projection only (tau = 0)"
+        return "tau", f"tau = {diff['tau']:g}"
+    if set(diff) == {"projection"}:
+        name = {"none": "mask only (no projection)", "tangent": "tangent projection"}
+        return "variant", name.get(diff["projection"], f"projection = {diff['projection']}")
+    if set(diff) == {"space"}:
+        return "variant", f"{diff['space']} space"
+    if set(diff) == {"lora_rank"}:
+        return "rank", f"LoRA rank {diff['lora_rank']}"
+    return None
+
+
+@dataclass
+class Groups:
+    k_default: int
+    defaults: dict[str, dict]
+    main: list[Run] = field(default_factory=list)
+    ablations: dict[str, list[Run]] = field(default_factory=dict)  # kind -> runs
+    k_sweep: list[Run] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # run key -> ablation label
+
+    def benchmarks(self) -> list[str]:
+        return sorted({r.benchmark for r in self.main})
+
+    def methods(self) -> list[str]:
+        return sorted({r.method for r in self.main})
+
+
+def _defaults(runs: Sequence[Run], k_default: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for method in sorted({r.method for r in runs}):
+        swept = Counter(_hkey(r.hparams) for r in runs if r.method == method and r.K != k_default)
+        if swept:
+            out[method] = json.loads(swept.most_common(1)[0][0])
+            continue
+        try:  # no K sweep yet: the registry's defaults (as the suite read them)
+            from empirical.hparams import hparams
+
+            out[method] = hparams(method)
+        except (ImportError, ValueError):
+            continue
+    return out
+
+
+def _select_main(runs: Iterable[Run]) -> list[Run]:
+    by_setting: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_setting[_hkey(r.hparams)].append(r)
+
+    def score(item):
+        rs = item[1]
+        val = [r.val_acc for r in rs if r.val_acc is not None]
+        return (len({r.seed for r in rs}), float(np.mean(val)) if val else -1.0, item[0])
+
+    return max(by_setting.items(), key=score)[1] if by_setting else []
+
+
+def group_runs(runs: Sequence[Run]) -> Groups:
+    k_default = Counter(r.K for r in runs).most_common(1)[0][0]
+    groups = Groups(k_default, _defaults(runs, k_default))
+    cells: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.K == k_default:
+            cells[(r.method, r.benchmark)].append(r)
+    iga_default = groups.defaults.get("iga")
+    variants: dict[str, list[tuple[str, str, Run]]] = defaultdict(list)  # benchmark -> runs
+    if iga_default is not None:
+        for r in cells_runs(cells, "iga"):
+            found = ablation_label(_diff(r.hparams, iga_default), r.hparams)
+            if found:
+                variants[r.benchmark].append((*found, r))
+    # An ablation benchmark is one with a studied variant; a variant is never a main run.
+    for found in variants.values():
+        if any(kind != "defaults" for kind, _, _ in found):
+            for kind, name, r in found:
+                groups.ablations.setdefault(kind, []).append(r)
+                groups.labels[r.key] = name
+    studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
+    for cell in sorted(cells):
+        groups.main += _select_main([r for r in cells[cell] if r.key not in studied])
+    ks_by_bench: dict[str, set] = defaultdict(set)
+    for r in runs:
+        ks_by_bench[r.benchmark].add(r.K)
+    for r in runs:
+        if len(ks_by_bench[r.benchmark]) > 1 and r.hparams == groups.defaults.get(r.method):
+            groups.k_sweep.append(r)
+    return groups
+
+
+def cells_runs(cells: dict, method: str) -> list[Run]:
+    return [r for (m, _), rs in sorted(cells.items()) if m == method for r in rs]
+
+
+def by(runs: Iterable[Run], *fields_: str) -> dict[tuple, list[Run]]:
+    """Runs grouped by the values of ``fields_`` (attribute names), keys sorted."""
+    out: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        out[tuple(getattr(r, f) for f in fields_)].append(r)
+    return dict(sorted(out.items(), key=lambda kv: tuple(str(k) for k in kv[0])))
+
+
+def ablation_names(groups: Groups, runs: list) -> list[str]:
+    """Labels in reading order: defaults, variants, then tau and rank by value."""
+    kinds = {r.key: k for k, rs in groups.ablations.items() for r in rs}
+    order = ("defaults", "variant", "tau", "rank")
+    first = {}
+    for r in runs:
+        value = r.hp("tau") if kinds[r.key] == "tau" else r.hp("lora_rank", 0)
+        first.setdefault(groups.labels[r.key], (order.index(kinds[r.key]), float(value or 0)))
+    return sorted(first, key=lambda n: (*first[n], n))
