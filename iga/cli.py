@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "iga.isomers.cli",  # isomers generate|validate|show
     "theory.cli",  # theory
     "iga.bench",  # bench step
+    "paper_figures.cli",  # figures
     "empirical.cli",  # experiments run|table
 )
 
