@@ -51,7 +51,7 @@ def _bench_panel(ax, bench: Bench) -> None:
         f"{cfg.get('threads', '?')} thread)"
     )
     ax.set_xlim(0, max(ratio) * 1.35)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
 
 
 def _runs_panel(ax, groups: Groups) -> list:
@@ -75,10 +75,10 @@ def _runs_panel(ax, groups: Groups) -> list:
     ax.barh(y, med, 0.6, xerr=err, color=[color(m) for m in methods], error_kw={"capsize": 2})
     ax.axvline(1.0, color="0.3", lw=0.8, ls="--", label="ERM = 1")
     ax.set_yticks(y, [f"{label(m)} (n = {len(ratios[m])})" for m in methods])
-    ax.set_xlabel("seconds per step / ERM's (same benchmark and seed); median, IQR")
+    ax.set_xlabel("s/step relative to ERM's (same benchmark, seed)")
     ax.set_ylabel("method")
-    ax.set_title("experiment runs (shared 2-core machine)")
-    ax.legend(loc="lower right")
+    ax.set_title("experiment runs: median and IQR (shared machine)")
+    ax.legend(loc="upper right")
     return used
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from paper_figures.groups import Groups, ablation_names, by, mean_ci
-from paper_figures.load import Empirical, MissingInput, Run
+from paper_figures.load import Empirical, MissingInput, Run, rel
 from paper_figures.style import (
     ERM_COLOR,
     IGA_COLOR,
@@ -23,12 +23,14 @@ from paper_figures.style import (
     new_figure,
 )
 
-EMPIRICAL_CMD = "iga experiments run --suite full --out results/empirical"
 ALL = "mean of benchmarks"
 
 
-def _cmd() -> str:
-    return f"{EMPIRICAL_CMD} && python -m paper_figures --out figures"
+def _cmd(emp: Empirical) -> str:
+    return (
+        f"iga experiments run --suite {emp.suite} --out {rel(emp.folder)} && "
+        "python -m paper_figures --out figures"
+    )
 
 
 def _pct(x: float) -> float:
@@ -98,11 +100,11 @@ def ood_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
         "ood_by_method",
         fig,
         "Answer accuracy on held-out domains (OOD) by method and benchmark: mean over "
-        f"seeds ({len(seeds)} seeds: {', '.join(map(str, seeds))}) with 95% Student-t "
+        f"seeds ({', '.join(map(str, seeds))}) with 95% Student-t "
         "intervals; each method at the hparams selected on training-domain validation. "
         f"'{ALL}': per seed, the mean over benchmarks, then mean and interval over seeds.",
         emp.sources(groups.main),
-        _cmd(),
+        _cmd(emp),
     )
 
 
@@ -133,7 +135,7 @@ def lcs_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
         "sets whose isomers all get the same answer). Mean over seeds, 95% t-intervals; "
         "test sets on training and held-out domains.",
         emp.sources(runs),
-        _cmd(),
+        _cmd(emp),
     )
 
 
@@ -167,7 +169,7 @@ def ood_vs_k(emp: Empirical, groups: Groups) -> FigureSpec:
         "domain list; held-out domains fixed), ERM and IGA at their default hparams: mean "
         "over seeds with 95% t-intervals.",
         emp.sources(groups.k_sweep),
-        _cmd(),
+        _cmd(emp),
     )
 
 
@@ -189,7 +191,7 @@ def _sweep(emp: Empirical, groups: Groups, kind: str, knob: str, default_key: st
     if not groups.ablations.get(kind):
         raise MissingInput(f"empirical records: no IGA {knob} ablation runs")
     cells = by(runs, "benchmark")
-    fig, axes = new_figure(1, len(cells), width=4.2 * len(cells), height=3.4)
+    fig, axes = new_figure(1, len(cells), width=4.6 * len(cells), height=3.9)
     for ax, ((bench,), rs) in zip(axes[0], cells.items()):
         default = groups.defaults["iga"][default_key]
         per = _by_hparam(rs, default_key, default)
@@ -212,7 +214,7 @@ def _sweep(emp: Empirical, groups: Groups, kind: str, knob: str, default_key: st
         ax.set_xlabel(meta["xlabel"])
         ax.set_ylabel("accuracy (%)")
         ax.set_title(bench)
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     return fig, runs
 
 
@@ -237,7 +239,7 @@ def ablation_tau(emp: Empirical, groups: Groups) -> FigureSpec:
         "dashed line and band are ERM-SFT's OOD accuracy on the same seeds. tau = 0 "
         "(projection only) is in ablation_variants.",
         emp.sources(runs),
-        _cmd(),
+        _cmd(emp),
     )
 
 
@@ -260,7 +262,7 @@ def ablation_rank(emp: Empirical, groups: Groups) -> FigureSpec:
         "95% t-intervals; dashed line and band: ERM-SFT's OOD accuracy (at its selected "
         "rank) on the same seeds.",
         emp.sources(runs),
-        _cmd(),
+        _cmd(emp),
     )
 
 
@@ -316,7 +318,7 @@ def ablation_variants(emp: Empirical, groups: Groups) -> FigureSpec:
         "(filled) and in-domain (open) accuracy, mean over seeds with 95% t-intervals; "
         "dashed: ERM-SFT's OOD accuracy on the same seeds.",
         emp.sources(runs),
-        _cmd(),
+        _cmd(emp),
     )
 
 

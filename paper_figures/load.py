@@ -21,6 +21,7 @@ a note (a record being written while we read must not stop the build).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ class Run:
     seconds_per_step: float | None
     per_domain: dict = field(hash=False)
     val_acc: float | None
+    scale: str
     suite: str | None
     key: str
     source: str
@@ -155,6 +157,7 @@ def parse_record(record: dict, where: str) -> Run:
         seconds_per_step=train.get("seconds_per_step"),
         per_domain=dict(test.get("per_domain") or {}),
         val_acc=(record.get("val") or {}).get("accuracy"),
+        scale=json.dumps(job.get("scale"), sort_keys=True),
         suite=_suite(record),
         key=str(record.get("key", where)),
         source=where.split(":")[0],
@@ -166,6 +169,7 @@ class Empirical:
     folder: Path
     runs: list[Run]
     notes: list[str]
+    suite: str = "full"  # the name in suite.json (the command that made the records)
 
     def sources(self, runs: Iterable[Run] | None = None) -> list[str]:
         """The record files behind ``runs`` (all runs by default), collapsed per folder
@@ -177,13 +181,42 @@ class Empirical:
         return [f"{p}/*/record.jsonl ({len(files)} files)" for p in parents]
 
 
+def _count_records(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("record.jsonl") if (p.parent / "done").is_file())
+
+
+def pick_suite_folder(folder: Path) -> tuple[Path, list[str]]:
+    """``results/empirical`` holds one folder per suite (``full``, ``quick``); never mix
+    them: take ``full`` when it has finished runs, else the suite with the most."""
+    if (folder / "suite.json").is_file() or (folder / "runs").is_dir():
+        return folder, []
+    suites = sorted(p.parent for p in folder.glob("*/suite.json"))
+    counts = {p: _count_records(p) for p in suites}
+    if not suites or not any(counts.values()):
+        return folder, []
+    full = folder / "full"
+    chosen = full if counts.get(full) else max(suites, key=lambda p: (counts[p], p.name))
+    others = [f"{p.name} ({counts[p]} runs)" for p in suites if p != chosen]
+    note = f"empirical: using suite folder {rel(chosen)} ({counts[chosen]} finished runs)"
+    return chosen, [note + (f"; not mixed in: {', '.join(others)}" if others else "")]
+
+
+def _suite_name(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "suite.json").read_text())["name"])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return folder.name
+
+
 def load_empirical(folder: Path) -> Empirical:
-    """Every record under ``folder`` (recursively), deduplicated by key, last wins."""
+    """Every record under ``folder`` (recursively; one suite's folder when ``folder``
+    holds several), deduplicated by key, last wins; runs of another scale than the
+    most common one are dropped with a note (a scaled-up rerun is another experiment)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInput(f"missing folder {rel(folder)} (no empirical records)")
+    folder, notes = pick_suite_folder(folder)
     by_key: dict[str, Run] = {}
-    notes: list[str] = []
     for path in sorted(folder.rglob("*.jsonl")):
         if path.name == "record.jsonl" and not (path.parent / "done").is_file():
             continue  # a run still being written (runner writes ``done`` last)
@@ -206,7 +239,14 @@ def load_empirical(folder: Path) -> Empirical:
             f"no empirical records (JSONL with 'job' and 'test') under {rel(folder)}"
         )
     runs = sorted(by_key.values(), key=lambda r: (r.method, r.benchmark, r.K, r.seed, r.key))
-    return Empirical(folder, runs, notes)
+    scales = Counter(r.scale for r in runs)
+    if len(scales) > 1:
+        keep = scales.most_common(1)[0][0]
+        notes.append(
+            f"empirical: dropped {len(runs) - scales[keep]} runs at another scale than {keep}"
+        )
+        runs = [r for r in runs if r.scale == keep]
+    return Empirical(folder, runs, notes, _suite_name(folder))
 
 
 # ----------------------------------------------------------------------------- bench

@@ -124,11 +124,12 @@ def main_table(emp: Empirical, groups: Groups) -> Table:
     seeds = sorted({r.seed for r in groups.main})
     caption = (
         "OOD accuracy (%) on held-out domains per benchmark, mean ± 95% t half-width over "
-        f"{len(seeds)} seeds; Δ: paired difference to ERM-SFT over seeds (points, mean of "
-        "benchmarks); ID accuracy, LCS (lower is better) and answer consistency (%) are "
+        f"seeds ({', '.join(map(str, seeds))}); Δ: paired difference to ERM-SFT over "
+        "seeds (points, mean of benchmarks); ID accuracy, LCS (lower is better) and "
+        "answer consistency (%) are "
         "averaged over benchmarks. Best mean per column in bold. Built by "
         "`python -m paper_figures --out figures` from the records of "
-        "`iga experiments run --suite full`."
+        f"`iga experiments run --suite {emp.suite}`."
     )
     return Table(
         "main_table", header, rows, _bold_best(means, {lcs_col}), caption, emp.sources(groups.main)
