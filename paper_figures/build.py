@@ -23,16 +23,8 @@ from paper_figures.load import (
     load_empirical,
     load_theory,
 )
+from paper_figures.paths import DEFAULT_BENCH, DEFAULT_EMPIRICAL, DEFAULT_THEORY
 from paper_figures.style import FigureSpec, save
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_THEORY = REPO / "results" / "theory"
-DEFAULT_EMPIRICAL = REPO / "results" / "empirical"
-# The step benchmark's report: a fresh one under results/ wins over the copy we ship.
-DEFAULT_BENCH = (
-    REPO / "results" / "bench" / "step.json",
-    Path(__file__).parent / "data" / "bench_step.json",
-)
 
 # Output order: the main claims first (this is also the README order).
 FIGURE_ORDER = (

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from paper_figures.build import DEFAULT_EMPIRICAL, DEFAULT_THEORY, Sources, build, write
+from paper_figures.paths import DEFAULT_EMPIRICAL, DEFAULT_THEORY
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from paper_figures.build import Sources, build, write  # matplotlib: only when building
+
     start = time.perf_counter()
     result = build(Sources(args.theory, args.empirical, args.bench))
     write(result, args.out)
