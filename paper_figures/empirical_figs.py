@@ -124,6 +124,7 @@ def lcs_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
     for ax in (a, b):
         ax.set_xlabel("benchmark (isomer family)")
         ax.set_ylim(bottom=0)
+    a.set_ylim(top=a.get_ylim()[1] * 1.3)  # room for the legend above the bars
     a.legend(ncols=min(6, len(methods)), loc="upper right", fontsize=6)
     b.legend(ncols=min(6, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return FigureSpec(
@@ -158,6 +159,7 @@ def ood_vs_k(emp: Empirical, groups: Groups) -> FigureSpec:
                 capsize=2,
                 label=f"{label(m)} (defaults)",
             )
+        ax.set_xticks(sorted({r.K for r in runs}))
         ax.set_xlabel("number of training domains K")
         ax.set_ylabel("OOD accuracy (%)")
         ax.set_title(bench)

@@ -142,13 +142,25 @@ def group_runs(runs: Sequence[Run]) -> Groups:
     studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
     for cell in sorted(cells):
         groups.main += _select_main([r for r in cells[cell] if r.key not in studied])
-    ks_by_bench: dict[str, set] = defaultdict(set)
-    for r in runs:
-        ks_by_bench[r.benchmark].add(r.K)
-    for r in runs:
-        if len(ks_by_bench[r.benchmark]) > 1 and r.hparams == groups.defaults.get(r.method):
-            groups.k_sweep.append(r)
+    groups.k_sweep = _k_sweep(runs, groups)
     return groups
+
+
+def _k_sweep(runs: Sequence[Run], groups: Groups) -> list[Run]:
+    """Methods run at other K than the usual one, at their defaults; the usual-K point
+    keeps only the sweep's seeds, so every point averages the same seeds."""
+    swept = [r for r in runs if r.K != groups.k_default]
+    cells = {(r.method, r.benchmark) for r in swept}
+    seeds = {(r.method, r.benchmark): set() for r in swept}
+    for r in swept:
+        seeds[(r.method, r.benchmark)].add(r.seed)
+    return [
+        r
+        for r in runs
+        if (r.method, r.benchmark) in cells
+        and r.hparams == groups.defaults.get(r.method)
+        and (r.K != groups.k_default or r.seed in seeds[(r.method, r.benchmark)])
+    ]
 
 
 def cells_runs(cells: dict, method: str) -> list[Run]:

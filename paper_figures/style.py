@@ -12,9 +12,8 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # before pyplot: no display, same raster on every machine
+matplotlib.use("Agg")  # no display; figures are plain Figure objects (no pyplot state)
 
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 RC = {
@@ -54,10 +53,19 @@ METHOD_LABELS = {
     "pcgrad": "PCGrad",
     "iga": "IGA (ours)",
 }
-_PALETTE = plt.get_cmap("tab10").colors
-METHOD_COLORS = {m: _PALETTE[i % 10] for i, m in enumerate(list(METHOD_LABELS)[:-1])}
-METHOD_COLORS["iga"] = "#d62728"  # ours stands out (tab10 red, moved off "vrex")
-METHOD_COLORS["vrex"] = "#7f7f7f"
+METHOD_COLORS = {  # tab10/tab20 hues, no two alike; ours is the only saturated red
+    "erm": "#1f77b4",
+    "irm": "#ff7f0e",
+    "vrex": "#2ca02c",
+    "groupdro": "#8c564b",
+    "fish": "#9467bd",
+    "andmask": "#e377c2",
+    "sandmask": "#c5b0d5",
+    "fishr": "#7f7f7f",
+    "ky-gradvar": "#bcbd22",
+    "pcgrad": "#17becf",
+    "iga": "#d62728",
+}
 ERM_COLOR, IGA_COLOR = METHOD_COLORS["erm"], METHOD_COLORS["iga"]
 
 

@@ -82,6 +82,7 @@ def test_runs_are_grouped_like_the_suite():
         "rank": 4,
     }
     assert {r.K for r in groups.k_sweep} == {2, 3, 4}
+    assert {r.method for r in groups.k_sweep} == {"erm", "iga"}, "IRM was never swept"
 
 
 def test_bad_and_unfinished_records_are_skipped_with_a_note():
