@@ -135,8 +135,11 @@ def group_runs(runs: Sequence[Run]) -> Groups:
                 variants[r.benchmark].append((*found, r))
     # An ablation benchmark is one with a studied variant; a variant is never a main run.
     for found in variants.values():
-        if any(kind != "defaults" for kind, _, _ in found):
+        seeds = {r.seed for kind, _, r in found if kind != "defaults"}
+        if seeds:  # the defaults on the ablation's seeds only: every bar averages the same
             for kind, name, r in found:
+                if kind == "defaults" and r.seed not in seeds:
+                    continue
                 groups.ablations.setdefault(kind, []).append(r)
                 groups.labels[r.key] = name
     studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
