@@ -187,15 +187,15 @@ def _count_records(folder: Path) -> int:
 
 def pick_suite_folder(folder: Path) -> tuple[Path, list[str]]:
     """``results/empirical`` holds one folder per suite (``full``, ``quick``); never mix
-    them: take ``full`` when it has finished runs, else the suite with the most."""
+    them: take the one with the most finished runs (``full`` on a tie), so a full suite
+    takes over once it has outgrown the smoke run. Pass a suite folder to choose."""
     if (folder / "suite.json").is_file() or (folder / "runs").is_dir():
         return folder, []
     suites = sorted(p.parent for p in folder.glob("*/suite.json"))
     counts = {p: _count_records(p) for p in suites}
     if not suites or not any(counts.values()):
         return folder, []
-    full = folder / "full"
-    chosen = full if counts.get(full) else max(suites, key=lambda p: (counts[p], p.name))
+    chosen = max(suites, key=lambda p: (counts[p], p.name == "full", p.name))
     others = [f"{p.name} ({counts[p]} runs)" for p in suites if p != chosen]
     note = f"empirical: using suite folder {rel(chosen)} ({counts[chosen]} finished runs)"
     return chosen, [note + (f"; not mixed in: {', '.join(others)}" if others else "")]

@@ -134,3 +134,13 @@ def test_iga_figures_command(tmp_path, capsys):
     assert (tmp_path / "ood_by_method.png").is_file()
     assert "skipped 0" in capsys.readouterr().out
     assert main([*args[:5], "--empirical", str(tmp_path / "none"), "--strict"]) == 1
+
+
+def test_suites_are_never_mixed(tmp_path):
+    shutil.copytree(FIXTURE / "empirical", tmp_path / "quick")
+    one = next((FIXTURE / "empirical" / "runs").glob("*/done")).parent
+    shutil.copytree(one, tmp_path / "full" / "runs" / one.name)
+    (tmp_path / "full" / "suite.json").write_text('{"name": "full"}')
+    emp = load_empirical(tmp_path)
+    assert emp.folder == tmp_path / "quick" and len(emp.runs) > 1
+    assert any("not mixed in: full (1 runs)" in n for n in emp.notes)
