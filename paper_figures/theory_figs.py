@@ -239,7 +239,7 @@ def transient(theory: Theory) -> FigureSpec:
     T = np.array([float(need(r, "T", where=where)) for r in rows])
     gap = np.array([float(need(r, "ood_gap", where=where)) for r in rows])
     se = np.array([float(r.get("ood_gap_se", 0.0)) for r in rows])
-    fig, axes = new_figure(1, 2, width=7.6, height=3.0)
+    fig, axes = new_figure(1, 2, width=8.0, height=3.2)
     a, b = axes[0]
     a.errorbar(T, gap, yerr=1.96 * se, fmt="o-", color=IGA_COLOR, capsize=2, label="ERM - IGA")
     a.axhline(0, color="0.4", lw=0.8, label="no advantage")
@@ -253,7 +253,7 @@ def transient(theory: Theory) -> FigureSpec:
         b.plot(T, vals, "o-", color=c, label=lab)
     b.set_xscale("log")
     b.set_xlabel("training steps T (full-batch GD)")
-    b.set_ylabel("norm of spurious weights ||w_spu|| (weight units)")
+    b.set_ylabel("spurious-weight norm ||w_spu||")
     b.set_title("weight on spurious features")
     b.legend(loc="best")
     return FigureSpec(
