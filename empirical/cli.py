@@ -60,12 +60,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_ablations:
         suite = replace(suite, ablations=())
     out = args.out or DEFAULT_ROOT / suite.name
-    if (out / "suite.json").is_file() and Suite.load(out) != suite:
-        print(
-            f"iga experiments run: note: {out}/suite.json described another suite; it is "
-            "replaced (finished runs with the same arguments are still reused).",
-            file=sys.stderr,
-        )
+    if (out / "suite.json").is_file():
+        saved = Suite.load(out)
+        if saved == suite:  # resume: keep the defaults frozen at the first sitting
+            suite = replace(suite, resolved=saved.resolved)
+        else:
+            print(
+                f"iga experiments run: note: {out}/suite.json described another suite; it is "
+                "replaced (finished runs with the same arguments are still reused).",
+                file=sys.stderr,
+            )
+    suite = suite.resolve()
     suite.save(out)
     start = time.perf_counter()
     for label, jobs in suite.stages(out):

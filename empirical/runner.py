@@ -26,6 +26,7 @@ import torch
 from iga.data import IsomerCollator, IsomerDataset
 from iga.distill import EVAL_SEED_OFFSET, DistillConfig
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, ShortcutSpec, generate_sets
+from iga.pretrain import BaseConfig
 
 VAL_SEED_OFFSET = 200_000  # validation sets: disjoint from training (seed) and test (+500k)
 DOMAINS_DIR = Path(__file__).parent / "domains"  # extra training domains for the K sweep
@@ -36,9 +37,9 @@ RECORD_VERSION = 1
 class Scale:
     """How big one run is; GPU users scale up with ``--scale steps=2000,n_train_sets=1000``."""
 
-    steps: int = 60
-    batch_sets: int = 4
-    n_train_sets: int = 120
+    steps: int = 120
+    batch_sets: int = 8
+    n_train_sets: int = 240
     n_val_sets: int = 12
     n_test_sets: int = 24
     max_new_tokens: int = 96
@@ -73,18 +74,22 @@ class Job:
     scale: Scale = Scale()
     train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
     heldout_domains: tuple[str, ...] = DEFAULT_HELDOUT_DOMAINS
+    base: dict | None = field(default=None, hash=False)  # BaseConfig fields; None: current
+
+    def base_config(self) -> BaseConfig:
+        return base_config() if self.base is None else BaseConfig(**self.base)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["train_domains"], d["heldout_domains"] = (
-            list(self.train_domains),
-            list(self.heldout_domains),
-        )
+        d["train_domains"] = list(self.train_domains)
+        d["heldout_domains"] = list(self.heldout_domains)
+        d["base"] = asdict(self.base_config())
         return d
 
     def key(self) -> str:
-        """Hash of every argument, plus the base student's own hash and the record version."""
-        blob = {"job": self.to_dict(), "base": base_config().key(), "v": RECORD_VERSION}
+        """Hash of every argument (the base student by its own hash) and the record version."""
+        job = {k: v for k, v in self.to_dict().items() if k != "base"}
+        blob = {"job": job, "base": self.base_config().key(), "v": RECORD_VERSION}
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -136,10 +141,9 @@ def base_config():
     return DistillConfig().base
 
 
-def _base():
+def _base(config: BaseConfig):
     from iga.pretrain import load_or_build_base
 
-    config = base_config()
     if config.key() not in _BASE_CACHE:
         model, tokenizer, _ = load_or_build_base(config, show_progress=False)
         _BASE_CACHE[config.key()] = (model, tokenizer)
@@ -203,7 +207,7 @@ def execute(job: Job) -> dict:
     from iga.evaluate import evaluate
     from iga.student import DEFAULT_LORA_TARGETS, attach_lora
 
-    base, tokenizer = _base()
+    base, tokenizer = _base(job.base_config())
     torch.manual_seed(job.seed)
     model = attach_lora(
         copy.deepcopy(base), job.hparams["lora_rank"], DEFAULT_LORA_TARGETS, seed=job.seed
@@ -247,7 +251,7 @@ def execute(job: Job) -> dict:
     return {
         "key": job.key(),
         "job": job.to_dict(),
-        "base": base_config().key(),
+        "base": job.base_config().key(),
         "num_domains": k,
         "test": test.to_dict(),
         "val": {"accuracy": val_eval.accuracy, "loss": val_loss},

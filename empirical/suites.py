@@ -18,7 +18,7 @@ from pathlib import Path
 
 from empirical.hparams import hparams
 from empirical.methods import METHODS
-from empirical.runner import Job, Scale, load_records
+from empirical.runner import Job, Scale, base_config, load_records
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
 
 # Training domains for the K sweep: the four defaults, then two extra domains from
@@ -64,10 +64,35 @@ class Suite:
     ablations: tuple[Ablation, ...] = ()
     ablation_benchmark: str = "arithmetic"
     ablation_seeds: tuple[int, ...] = (0, 1, 2)
+    # Library defaults as they were when the sweep started (hparam candidates, ablation
+    # settings, base student), saved in suite.json: later sittings and tables use these,
+    # so a default tuned in the meantime never splits one sweep into two.
+    resolved: dict = field(default_factory=dict, compare=False)
+
+    def resolve(self) -> Suite:
+        """This suite with the current library defaults frozen in (no-op if done already)."""
+        if self.resolved:
+            return self
+        live = replace(self, resolved={})
+        return replace(
+            self,
+            resolved={
+                "candidates": {m: live.candidates(m) for m in self.methods},
+                "ablations": {a.name: live.ablation_hparams(a) for a in self.ablations},
+                "base": asdict(base_config()),
+            },
+        )
 
     def candidates(self, method: str) -> list[dict]:
         """The search space actually run: defaults, then draws 1..n_draws."""
+        if self.resolved:
+            return self.resolved["candidates"][method]
         return [hparams(method), *(hparams(method, seed=d) for d in range(1, self.n_draws + 1))]
+
+    def ablation_hparams(self, a: Ablation) -> dict:
+        if self.resolved:
+            return self.resolved["ablations"][a.name]
+        return {**hparams(a.method), **a.overrides}
 
     def job(self, method: str, benchmark: str, seed: int, hp: dict, domains=None) -> Job:
         return Job(
@@ -78,6 +103,7 @@ class Suite:
             self.scale,
             tuple(domains or DEFAULT_TRAIN_DOMAINS),
             DEFAULT_HELDOUT_DOMAINS,
+            self.resolved.get("base"),
         )
 
     def search_jobs(self, benchmark: str) -> list[Job]:
@@ -98,7 +124,7 @@ class Suite:
     def ablation_jobs(self) -> list[tuple[Ablation, Job]]:
         out = []
         for a in self.ablations:
-            hp = {**hparams(a.method), **a.overrides}
+            hp = self.ablation_hparams(a)
             for s in self.ablation_seeds:
                 out.append((a, self.job(a.method, self.ablation_benchmark, s, hp, a.train_domains)))
         return out
@@ -149,15 +175,15 @@ def select(records: list[dict], suite: Suite, method: str, benchmark: str) -> di
 
 
 SUITES = {
-    # A smoke run of the whole pipeline: every method, one benchmark, two seeds, defaults.
+    # The pipeline end to end at the full suite's scale: four methods (ERM, a loss penalty,
+    # a gradient mask, IGA), one benchmark, two seeds, defaults (no search).
     "quick": Suite(
         "quick",
         benchmarks=("deduction",),
-        methods=tuple(METHODS),
+        methods=("erm", "irm", "andmask", "iga"),
         seeds=(0, 1),
-        scale=Scale(steps=40, batch_sets=4, n_train_sets=80, n_val_sets=8, n_test_sets=12),
     ),
-    # The paper's comparison: every method x 4 benchmarks x 5 seeds, 2 draws + defaults
+    # The paper's comparison: every method x 4 benchmarks x 5 seeds, 1 draw + defaults
     # searched on seed 0, and the ablations on deduction x 3 seeds. Benchmarks run in
     # the order below so that a partial run first completes the benchmarks on which the
     # small CPU student learns something under ERM (arithmetic stays near 0% at this size).
@@ -166,7 +192,7 @@ SUITES = {
         benchmarks=("deduction", "ordering", "rules", "arithmetic"),
         methods=tuple(METHODS),
         seeds=(0, 1, 2, 3, 4),
-        n_draws=2,
+        n_draws=1,
         scale=Scale(),
         ablations=default_ablations(),
         ablation_benchmark="deduction",

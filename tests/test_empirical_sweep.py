@@ -251,3 +251,19 @@ def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
     assert set(t["per_domain"]) == {*domains, "cooking", "sports"}
     assert 0 <= t["accuracy_ood"] <= 1 and t["lcs"] >= 0 and record["train"]["seconds_per_step"] > 0
     assert (tmp_path / "runs" / job.key() / "done").is_file()
+
+
+def test_resolved_suite_keeps_its_defaults_when_the_library_changes(tmp_path, monkeypatch):
+    suite = _suite(ablations=SUITES["full"].ablations[:2]).resolve()
+    suite.save(tmp_path)
+    keys = [j.key() for j in suite.search_jobs("arithmetic")]
+    ablation_keys = [j.key() for _, j in suite.ablation_jobs()]
+    original = hp_mod.registry
+    monkeypatch.setattr(
+        hp_mod, "registry", lambda m: {**original(m), "lr": (0.123, lambda r: 0.123)}
+    )
+    assert hparams("erm")["lr"] == 0.123
+    loaded = Suite.load(tmp_path)
+    assert [j.key() for j in loaded.search_jobs("arithmetic")] == keys
+    assert [j.key() for _, j in loaded.ablation_jobs()] == ablation_keys
+    assert [j.key() for j in replace(suite, resolved={}).search_jobs("arithmetic")] != keys
