@@ -29,7 +29,10 @@ class IGAConfig:
     -> chain rule to the LoRA factors.
     """
 
-    tau: float = field(default=1.0, metadata={"help": "Mask temperature; 0 turns the mask off."})
+    # 5, not 1: with the relative variance (V < 1) the mask never drops below
+    # exp(-tau), and `iga theory --full` measured no effect of tau = 1 within 300
+    # steps while tau = 10 stalled the invariant weights (theory/THEOREMS.md, 5).
+    tau: float = field(default=5.0, metadata={"help": "Mask temperature; 0 turns the mask off."})
     variance: str = field(
         default="relative",
         metadata={"help": "'raw' (paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1))."},

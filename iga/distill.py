@@ -50,7 +50,7 @@ class DistillConfig:
     lr: float = 3e-3
     lora_rank: int = 8
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    tau: float = 1.0
+    tau: float = 5.0
     variance: str = "relative"
     projection: str = "svd"
     space: str = "full"

@@ -43,7 +43,10 @@ class BaseConfig:
     domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
     sets_per_family: int = 150
     n_facts: int = 6000
-    with_rationales: bool = False  # also pretrain on worked rationales (a stronger base)
+    # Also pretrain on worked rationales of the training domains. Measured on the default
+    # student (ERM, 300 LoRA steps): base loss fell, but accuracy did not rise (in-domain
+    # 0.345 vs 0.338, held-out 0.19 vs 0.255), so the default keeps rationales out.
+    with_rationales: bool = False
     max_value: int = 99
     steps: int = 500
     batch_size: int = 32

@@ -113,6 +113,11 @@ def tangent_project(h: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> torch.
     col(B) (out, out) and ``P_A`` onto row(A) (in, in). It is an orthogonal
     projection: idempotent and self-adjoint under the Frobenius inner product.
     ``B = 0`` (LoRA's initialisation) gives ``P_B = 0`` and ``T(H) = H P_A``.
+
+    Note: the chain rule to the factors cannot see this projection, since
+    ``T(H) A^T = H A^T`` and ``B^T T(H) = B^T H`` (theory/THEOREMS.md, Lemma 3.2):
+    ``projection="tangent"`` changes the effective-weight direction, not the
+    LoRA factor gradients.
     """
     p_b = _range_projector(B)  # (out, out)
     p_a = _range_projector(A.mT)  # (in, in)

@@ -29,7 +29,7 @@ class IGATrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the IGA step (see ``iga.IGAConfig`` for each field)."""
 
     method: str = field(default="iga", metadata={"help": "'iga' or 'erm' (plain LoRA SFT)."})
-    iga_tau: float = field(default=1.0, metadata={"help": "Mask temperature tau."})
+    iga_tau: float = field(default=5.0, metadata={"help": "Mask temperature tau."})
     iga_variance: str = field(default="relative", metadata={"help": "'raw' or 'relative'."})
     iga_projection: str = field(default="svd", metadata={"help": "'svd', 'tangent' or 'none'."})
     iga_rank: int | None = field(default=None, metadata={"help": "Projection rank (LoRA rank)."})

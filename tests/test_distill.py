@@ -34,7 +34,8 @@ TINY_BASE = BaseConfig(
     ),
     sets_per_family=4,
     n_facts=100,
-    steps=30,
+    steps=40,
+    lr=1e-2,
 )
 TINY = dict(
     families=("arithmetic", "deduction"),
@@ -104,8 +105,10 @@ def test_iga_differs_from_erm_only_in_the_step(tmp_path):
     distill(iga, show_progress=False)
     a = load_file(tmp_path / "erm" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "iga" / "adapter" / "adapter_model.safetensors")
+    # Adam divides by sqrt(v): float-level differences between mean_k G_k and autograd's
+    # sum (~1e-7) can move a near-zero coordinate by a small fraction of one step (lr 3e-2).
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
 
 
 # The subprocess runs the real pipeline on the same tiny configuration.
