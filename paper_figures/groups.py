@@ -7,8 +7,8 @@ Records carry no suite label, so the roles are read off the jobs, the way
   method at its defaults), else ``empirical.hparams.hparams(method)``.
 * **Main**: per (method, benchmark) at the usual K, the hparams setting run on the
   most seeds (the selected setting runs on every seed, search draws on one);
-  ties go to the best mean training-domain validation accuracy (what
-  ``suites.select`` uses), never to a held-out number.
+  ties go to the best mean training-domain validation accuracy, then the lower
+  validation loss (what ``suites.select`` uses), never to a held-out number.
 * **Ablations**: IGA runs at the usual K whose hparams differ from IGA's defaults
   only in one studied knob (tau, variance, projection, space, LoRA rank).
 * **K sweep**: each method at its defaults, grouped by K, on every benchmark
@@ -111,10 +111,16 @@ def _select_main(runs: Iterable[Run]) -> list[Run]:
     for r in runs:
         by_setting[_hkey(r.hparams)].append(r)
 
-    def score(item):
+    def score(item):  # most seeds, then suites.select's order: val accuracy, -val loss
         rs = item[1]
-        val = [r.val_acc for r in rs if r.val_acc is not None]
-        return (len({r.seed for r in rs}), float(np.mean(val)) if val else -1.0, item[0])
+        acc = [r.val_acc for r in rs if r.val_acc is not None]
+        loss = [r.val_loss for r in rs if r.val_loss is not None]
+        return (
+            len({r.seed for r in rs}),
+            float(np.mean(acc)) if acc else -1.0,
+            -float(np.mean(loss)) if loss else -math.inf,
+            item[0],
+        )
 
     return max(by_setting.items(), key=score)[1] if by_setting else []
 

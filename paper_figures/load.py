@@ -118,6 +118,7 @@ class Run:
     seconds_per_step: float | None
     per_domain: dict = field(hash=False)
     val_acc: float | None
+    val_loss: float | None
     scale: str
     suite: str | None
     key: str
@@ -157,6 +158,7 @@ def parse_record(record: dict, where: str) -> Run:
         seconds_per_step=train.get("seconds_per_step"),
         per_domain=dict(test.get("per_domain") or {}),
         val_acc=(record.get("val") or {}).get("accuracy"),
+        val_loss=(record.get("val") or {}).get("loss"),
         scale=json.dumps(job.get("scale"), sort_keys=True),
         suite=_suite(record),
         key=str(record.get("key", where)),
