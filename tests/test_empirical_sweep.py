@@ -267,3 +267,20 @@ def test_resolved_suite_keeps_its_defaults_when_the_library_changes(tmp_path, mo
     assert [j.key() for j in loaded.search_jobs("arithmetic")] == keys
     assert [j.key() for _, j in loaded.ablation_jobs()] == ablation_keys
     assert [j.key() for j in replace(suite, resolved={}).search_jobs("arithmetic")] != keys
+
+
+def test_cli_run_then_resume_skips_everything(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    calls = []
+    monkeypatch.setattr(runner, "execute", lambda job: calls.append(job) or _fake_record(job))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    argv = ["experiments", "run", "--suite", "quick", "--out", str(tmp_path), "--seeds", "0,1"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    n = len(calls)
+    assert n == len(SUITES["quick"].methods) * 2  # search on seed 0, then seed 1
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0 and len(calls) == n
+    assert "wins" in markdown(build(tmp_path))
