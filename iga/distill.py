@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from iga.config import TRAINER_METHODS as METHODS
+from iga.config import IGAConfig
 from iga.data import IsomerCollator, IsomerDataset
 from iga.evaluate import EvalResult, evaluate
 from iga.isomers import (
@@ -80,11 +81,25 @@ class DistillConfig:
         overlap = set(self.train_domains) & set(self.heldout_domains)
         if overlap:
             raise ValueError(f"domains {sorted(overlap)} are both training and held-out.")
+        self.iga_config()  # rejects a bad tau, variance, projection... before any work
         for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
                 )
+
+    def iga_config(self) -> IGAConfig:
+        """The IGA step's configuration (validated)."""
+        return IGAConfig(
+            tau=self.tau,
+            variance=self.variance,
+            projection=self.projection,
+            space=self.space,
+            mask_target=self.mask_target,
+            mask_floor=self.mask_floor,
+            warmup_steps=self.warmup_steps,
+            seed=self.seed,
+        )
 
 
 def load_training_sets(config: DistillConfig) -> list:
@@ -172,8 +187,6 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
             f"{out} already holds a finished run; pass --resume to continue it "
             "or choose another --out."
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
     model, tokenizer, source = load_student(config, show_progress)
     sets = load_training_sets(config)
     if config.teacher is not None:
@@ -196,6 +209,10 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
         data_collator=IsomerCollator(tokenizer.pad_token_id),
         num_domains=len(config.train_domains),
     )
+    # Only now, with the student, data and trainer built, is anything written to `out`,
+    # so a bad flag on --resume cannot clobber a run's files.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start

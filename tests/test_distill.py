@@ -182,3 +182,14 @@ def test_finished_run_is_not_overwritten(tmp_path):
         distill(config, show_progress=False)
     assert (tmp_path / "run" / "summary.json").read_text() == before
     assert replace(config, out="x").out == "x"
+
+
+def test_bad_flag_on_resume_loses_nothing(tmp_path):
+    config = DistillConfig(
+        method="erm", out=str(tmp_path / "run"), evaluate=False, **{**TINY, "steps": 2}
+    )
+    distill(config, show_progress=False)
+    files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="rank"):
+        distill(replace(config, lora_rank=999), resume=True, show_progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
