@@ -114,12 +114,15 @@ class Suite:
         ]
 
     def main_jobs(self, benchmark: str, records: list[dict]) -> list[Job]:
-        jobs = []
-        for m in self.methods:
-            hp = select(records, self, m, benchmark)
-            if hp is not None:
-                jobs += [self.job(m, benchmark, s, hp) for s in self.seeds]
-        return jobs
+        """Seed by seed (all methods on a seed, then the next seed), so that a sweep stopped
+        half-way leaves complete pairs for the paired comparisons."""
+        selected = {m: select(records, self, m, benchmark) for m in self.methods}
+        return [
+            self.job(m, benchmark, s, hp)
+            for s in self.seeds
+            for m, hp in selected.items()
+            if hp is not None
+        ]
 
     def ablation_jobs(self) -> list[tuple[Ablation, Job]]:
         out = []
