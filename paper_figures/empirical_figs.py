@@ -88,7 +88,7 @@ def ood_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
     stats = cell_stats(groups, "acc_ood")
     methods = method_order(groups.methods())
     columns = groups.benchmarks() + ([ALL] if len(groups.benchmarks()) > 1 else [])
-    fig, axes = new_figure(width=max(6.4, 1.9 * len(columns) + 1.5), height=3.8)
+    fig, axes = new_figure(width=max(8.5, 1.9 * len(columns) + 1.5), height=3.8)
     ax = axes[0, 0]
     _grouped_bars(ax, stats, methods, columns, scale=100)
     ax.set_xlabel("benchmark (isomer family), held-out domains")
@@ -115,7 +115,7 @@ def lcs_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
         raise MissingInput("empirical records: no 'test.lcs' values in the main runs")
     methods = method_order(groups.methods())
     columns = groups.benchmarks() + ([ALL] if len(groups.benchmarks()) > 1 else [])
-    fig, axes = new_figure(2, 1, width=max(6.4, 1.9 * len(columns) + 1.5), height=6.2)
+    fig, axes = new_figure(2, 1, width=max(8.5, 1.9 * len(columns) + 1.5), height=6.2)
     a, b = axes[0, 0], axes[1, 0]
     _grouped_bars(a, cell_stats(groups, "lcs"), methods, columns)
     a.set_ylabel("LCS (squared distance; lower is better)")

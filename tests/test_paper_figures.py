@@ -43,6 +43,7 @@ def test_every_axis_has_labels_and_a_legend(built):
             assert ax.get_legend().get_texts(), where + " has an empty legend"
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. a layout that collapsed an axis
 def test_files_are_written_with_captions_naming_command_and_records(built, tmp_path):
     write(built, tmp_path, log=lambda *_: None)
     for spec in built.figures:
