@@ -36,8 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bench",
         type=Path,
         default=None,
-        help="report of `iga bench step --json PATH` (default: results/bench/step.json, "
-        "else the copy in paper_figures/data/bench_step.json)",
+        help="report of `iga bench step --json PATH` (default: results/bench/step.json)",
     )
     p.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any figure is skipped"

@@ -117,6 +117,5 @@ def step_overhead(emp: Empirical | None, groups: Groups | None, bench: Bench | N
         fig,
         "Step-time overhead against ERM. " + " ".join(parts),
         sources,
-        "iga bench step --json paper_figures/data/bench_step.json && "
-        "python -m paper_figures --out figures",
+        "iga bench step --json results/bench/step.json && python -m paper_figures --out figures",
     )

@@ -9,8 +9,5 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_THEORY = REPO / "results" / "theory"
 # One folder per suite below this one; the loader takes "full" when it has runs.
 DEFAULT_EMPIRICAL = REPO / "results" / "empirical"
-# The step benchmark's report: a fresh one under results/ wins over the copy we ship.
-DEFAULT_BENCH = (
-    REPO / "results" / "bench" / "step.json",
-    Path(__file__).parent / "data" / "bench_step.json",
-)
+# The step benchmark's committed report (`iga bench step --json results/bench/step.json`).
+DEFAULT_BENCH = (REPO / "results" / "bench" / "step.json",)
