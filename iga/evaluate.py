@@ -51,9 +51,14 @@ def _batches(items: Sequence, size: int):
 
 @torch.no_grad()
 def generate_and_pool(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    pool: bool = True,
 ):
-    """Greedy completions and pooled prompt representations (N, d), in input order."""
+    """Greedy completions and (if ``pool``) pooled prompt representations (N, d), in order."""
     tokenizer.padding_side = "left"
     texts, pooled = [], []
     for chunk in _batches(list(prompts), batch_size):
@@ -63,9 +68,10 @@ def generate_and_pool(
             padding=True,
             add_special_tokens=False,
         ).to(model.device)
-        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # (b, T, d)
-        mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
-        pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
+        if pool:
+            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # (b, T, d)
+            mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
+            pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -74,7 +80,7 @@ def generate_and_pool(
             eos_token_id=tokenizer.eos_token_id,
         )
         texts += tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-    return texts, torch.cat(pooled)
+    return texts, (torch.cat(pooled) if pool else None)
 
 
 def evaluate(

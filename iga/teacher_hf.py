@@ -68,7 +68,9 @@ def teacher_rationales(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
-            texts, _ = generate_and_pool(model, tokenizer, chunk, max_new_tokens, batch_size)
+            texts, _ = generate_and_pool(
+                model, tokenizer, chunk, max_new_tokens, batch_size, pool=False
+            )
             with cache_path.open("a") as f:
                 for prompt, text in zip(chunk, texts):
                     key = _key(teacher, prompt, max_new_tokens)

@@ -92,7 +92,7 @@ def test_teacher_rationales_kept_only_when_right(tmp_path, tiny_hf_model, monkey
     sets = generate_sets("arithmetic", list(DEFAULT_TRAIN_DOMAINS), 2, seed=1)
     right = sets[0]
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size):
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, pool=True):
         texts = []
         for p in prompts:
             mine = [i for i in right.isomers.values() if i.prompt == p]
