@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     for label, jobs in suite.stages(out):
         print(f"== {label}: {len(jobs)} runs", flush=True)
         run_jobs(jobs, out, args.jobs, log=lambda s: print(s, flush=True))
-    print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/runs")
+    print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/records")
     return 0
 
 

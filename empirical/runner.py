@@ -31,6 +31,8 @@ from iga.pretrain import BaseConfig
 VAL_SEED_OFFSET = 200_000  # validation sets: disjoint from training (seed) and test (+500k)
 DOMAINS_DIR = Path(__file__).parent / "domains"  # extra training domains for the K sweep
 RECORD_VERSION = 1
+# One folder per run under OUT/records/ (not "runs/": the repository ignores runs/).
+RECORDS_DIR = "records"
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Job:
 
 
 def run_dir(out: Path, job: Job) -> Path:
-    return Path(out) / "runs" / job.key()
+    return Path(out) / RECORDS_DIR / job.key()
 
 
 def is_done(out: Path, job: Job) -> bool:
@@ -123,7 +125,7 @@ def read_record(out: Path, job: Job) -> dict | None:
 def load_records(out: Path) -> list[dict]:
     """The last record of every finished run under ``out/runs``."""
     records = []
-    for folder in sorted((Path(out) / "runs").glob("*")):
+    for folder in sorted((Path(out) / RECORDS_DIR).glob("*")):
         path = folder / "record.jsonl"
         if (folder / "done").is_file() and path.is_file():
             lines = path.read_text().strip().splitlines()

@@ -85,9 +85,9 @@ def test_run_jobs_skips_finished_runs_and_duplicates(tmp_path, monkeypatch):
     assert len(calls) == 2
     assert run_jobs(jobs, tmp_path, log=lambda s: None) == []
     assert len(calls) == 2
-    assert all((tmp_path / "runs" / j.key() / "done").is_file() for j in jobs)
+    assert all((tmp_path / "records" / j.key() / "done").is_file() for j in jobs)
     # an unfinished folder (no done marker) is rerun
-    (tmp_path / "runs" / jobs[0].key() / "done").unlink()
+    (tmp_path / "records" / jobs[0].key() / "done").unlink()
     run_jobs(jobs, tmp_path, log=lambda s: None)
     assert len(calls) == 3 and len(load_records(tmp_path)) == 2
 
@@ -250,7 +250,7 @@ def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
     t = record["test"]
     assert set(t["per_domain"]) == {*domains, "cooking", "sports"}
     assert 0 <= t["accuracy_ood"] <= 1 and t["lcs"] >= 0 and record["train"]["seconds_per_step"] > 0
-    assert (tmp_path / "runs" / job.key() / "done").is_file()
+    assert (tmp_path / "records" / job.key() / "done").is_file()
 
 
 def test_resolved_suite_keeps_its_defaults_when_the_library_changes(tmp_path, monkeypatch):
@@ -284,3 +284,10 @@ def test_cli_run_then_resume_skips_everything(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(argv)
     assert args.func(args) == 0 and len(calls) == n
     assert "wins" in markdown(build(tmp_path))
+
+
+def test_iga_command_registers_experiments():
+    from iga.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert "experiments" in sub.choices
