@@ -5,7 +5,7 @@ Formats are those the writers produce:
 * ``theory/cli.py --out DIR``: ``DIR/figures.json`` maps a check name
   (``k_scaling[regression]``, ``rate[linear]``, ``tightness[lora]``, ...) to its
   figure data; ``DIR/results.json`` holds the verdicts, settings and seed.
-* ``empirical/runner.py``: one JSON object per line of ``runs/<hash>/record.jsonl``
+* ``empirical/runner.py``: one JSON object per line of ``records/<hash>/record.jsonl``
   (``job`` = method, benchmark, seed, hparams, train/held-out domains; ``test`` =
   ``iga.evaluate.EvalResult.to_dict()``; ``train.seconds_per_step``). Any
   ``*.jsonl`` under the empirical folder is read; records are deduplicated by
