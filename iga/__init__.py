@@ -23,6 +23,21 @@ __all__ = [
     "PerDomainGradients",
     "IGAStep",
     "domain_mean_loss",
+    "IGATrainer",
+    "IGATrainingArguments",
 ]
+
+_LAZY = {"IGATrainer": "iga.trainer", "IGATrainingArguments": "iga.trainer"}
+
+
+def __getattr__(name: str):
+    # The Trainer classes import transformers (seconds); load them on first use only,
+    # so `import iga` stays light for the operators, the command line and the theory.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'iga' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"

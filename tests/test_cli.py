@@ -31,3 +31,20 @@ def test_module_entry_point():
         [sys.executable, "-m", "iga", "--help"], capture_output=True, text=True, check=True
     )
     assert "usage: iga" in out.stdout
+
+
+def test_public_names_of_the_design():
+    import iga
+
+    for name in (
+        "conflict_variance",
+        "conflict_mask",
+        "project_low_rank",
+        "IGAConfig",
+        "IGATrainer",
+        "IGATrainingArguments",
+    ):
+        assert getattr(iga, name) is not None
+    assert iga.IGATrainer.__name__ == "IGATrainer"
+    with pytest.raises(AttributeError, match="no attribute"):
+        iga.NotAThing  # noqa: B018
