@@ -18,8 +18,7 @@ from empirical.runner import Job, Scale, load_records, run_jobs
 from empirical.stats import holm, mean_ci, paired
 from empirical.suites import SUITES, Suite, get_suite, select
 from empirical.table import build, latex, markdown
-from iga.pretrain import BaseConfig
-from iga.student import StudentConfig
+from tests.test_empirical_methods import TINY_BASE
 
 TINY_SCALE = Scale(
     steps=2, batch_sets=2, n_train_sets=4, n_val_sets=2, n_test_sets=2, max_new_tokens=8
@@ -223,21 +222,6 @@ def test_suites_are_complete_and_scalable():
     assert big.scale.steps == 2000 and big.seeds == (0, 1)
     with pytest.raises(ValueError, match="unknown scale field"):
         get_suite("quick", scale="epochs=3")
-
-
-TINY_BASE = BaseConfig(
-    student=StudentConfig(
-        vocab_size=320,
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=1,
-        max_length=512,
-        num_heads=2,
-    ),
-    sets_per_family=4,
-    n_facts=50,
-    steps=5,
-)
 
 
 @pytest.mark.parametrize("domains", [("mathematics", "law"), ("mathematics", "law", "farming")])
