@@ -144,18 +144,19 @@ def newest_checkpoint(out: Path) -> str | None:
 
 
 def training_arguments(config: DistillConfig):
+    from dataclasses import fields
+
     from iga.trainer import IGATrainingArguments
 
+    # The IGA flags come from the one validated IGAConfig, not copied field by field.
+    arg_names = {f.name for f in fields(IGATrainingArguments)}
+    iga_flags = {
+        f"iga_{k}": v for k, v in asdict(config.iga_config()).items() if f"iga_{k}" in arg_names
+    }
     return IGATrainingArguments(
         output_dir=config.out,
         method=config.method,
-        iga_tau=config.tau,
-        iga_variance=config.variance,
-        iga_projection=config.projection,
-        iga_space=config.space,
-        iga_mask_target=config.mask_target,
-        iga_mask_floor=config.mask_floor,
-        iga_warmup_steps=config.warmup_steps,
+        **iga_flags,
         kd_weight=config.kd_weight,
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_sets,
