@@ -33,8 +33,12 @@ def register(subparsers) -> None:
     run.add_argument(
         "--scale", default="", help="e.g. steps=1000,n_train_sets=2000,n_test_sets=200"
     )
-    run.add_argument("--methods", type=_csv, default=None, help="subset of methods")
-    run.add_argument("--benchmarks", type=_csv, default=None, help="subset of benchmarks")
+    run.add_argument(
+        "--methods", type=_csv, default=None, help="run only these methods' jobs of the suite"
+    )
+    run.add_argument(
+        "--benchmarks", type=_csv, default=None, help="run only these benchmarks' jobs"
+    )
     run.add_argument("--no-ablations", action="store_true", help="skip the ablation stage")
     run.set_defaults(func=_run)
     table = sub.add_parser("table", help="tables (markdown, LaTeX, JSON) from the records")
@@ -47,18 +51,18 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run a suite; the subset flags filter its jobs and never change its ``suite.json``."""
     from dataclasses import replace
 
     from empirical.runner import run_jobs
-    from empirical.suites import Suite, get_suite
+    from empirical.suites import Suite, check_subset, get_suite
 
     try:
-        suite = get_suite(args.suite, args.seeds, args.scale, args.methods, args.benchmarks)
+        suite = get_suite(args.suite, args.seeds, args.scale)
+        check_subset(suite, args.methods, args.benchmarks)
     except ValueError as err:
         print(f"iga experiments run: error: {err}", file=sys.stderr)
         return 2
-    if args.no_ablations:
-        suite = replace(suite, ablations=())
     out = args.out or DEFAULT_ROOT / suite.name
     if (out / "suite.json").is_file():
         saved = Suite.load(out)
@@ -73,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     suite = suite.resolve()
     suite.save(out)
     start = time.perf_counter()
-    for label, jobs in suite.stages(out):
+    stages = suite.stages(out, args.methods, args.benchmarks, not args.no_ablations)
+    for label, jobs in stages:
         print(f"== {label}: {len(jobs)} runs", flush=True)
         run_jobs(jobs, out, args.jobs, log=lambda s: print(s, flush=True))
     print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/records")

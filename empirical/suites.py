@@ -132,13 +132,34 @@ class Suite:
                 out.append((a, self.job(a.method, self.ablation_benchmark, s, hp, a.train_domains)))
         return out
 
-    def stages(self, out: Path) -> Iterator[tuple[str, list[Job]]]:
-        """(label, jobs) per stage; main stages read the search records when they start."""
-        for b in self.benchmarks:
-            yield f"{b}: search", self.search_jobs(b)
-            yield f"{b}: main", self.main_jobs(b, load_records(out))
-        if self.ablations:
-            yield "ablations", [job for _, job in self.ablation_jobs()]
+    def stages(
+        self, out: Path, methods=None, benchmarks=None, ablations: bool = True
+    ) -> Iterator[tuple[str, list[Job]]]:
+        """(label, jobs) per stage; main stages read the search records when they start.
+
+        The ablations run right after the main stage of their benchmark, so a sweep run
+        in several sittings completes one benchmark with its ablations before the next.
+        ``methods`` / ``benchmarks`` / ``ablations=False`` only filter the jobs: the
+        suite itself (and what ``suite.json`` says it is) does not change.
+        """
+
+        def keep(jobs: list[Job]) -> list[Job]:
+            return [
+                j
+                for j in jobs
+                if (methods is None or j.method in methods)
+                and (benchmarks is None or j.benchmark in benchmarks)
+            ]
+
+        order = list(self.benchmarks)
+        if self.ablations and self.ablation_benchmark not in order:
+            order.append(self.ablation_benchmark)
+        for b in order:
+            if b in self.benchmarks:
+                yield f"{b}: search", keep(self.search_jobs(b))
+                yield f"{b}: main", keep(self.main_jobs(b, load_records(out)))
+            if ablations and self.ablations and b == self.ablation_benchmark:
+                yield "ablations", keep([job for _, job in self.ablation_jobs()])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,7 +224,8 @@ SUITES = {
 }
 
 
-def get_suite(name: str, seeds=None, scale: str = "", methods=None, benchmarks=None) -> Suite:
+def get_suite(name: str, seeds=None, scale: str = "") -> Suite:
+    """A named suite, optionally with other seeds or another scale (a different sweep)."""
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose one of {sorted(SUITES)}.")
     suite = SUITES[name]
@@ -212,11 +234,16 @@ def get_suite(name: str, seeds=None, scale: str = "", methods=None, benchmarks=N
         changes["seeds"] = tuple(seeds)
     if scale:
         changes["scale"] = Scale.parse(scale, suite.scale)
-    if methods:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {sorted(METHODS)}.")
-        changes["methods"] = tuple(methods)
-    if benchmarks:
-        changes["benchmarks"] = tuple(benchmarks)
     return replace(suite, **changes)
+
+
+def check_subset(suite: Suite, methods=None, benchmarks=None) -> None:
+    """Raise ValueError naming any method or benchmark that ``suite`` does not run."""
+    for what, asked, known in (
+        ("methods", methods, suite.methods),
+        ("benchmarks", benchmarks, (*suite.benchmarks, suite.ablation_benchmark)),
+    ):
+        unknown = [x for x in asked or () if x not in known]
+        if unknown:
+            choices = sorted(set(known))
+            raise ValueError(f"{what} {unknown} are not in suite {suite.name!r}; choose {choices}.")

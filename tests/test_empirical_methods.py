@@ -169,3 +169,26 @@ def test_sandmask_default_trains_where_domainbed_default_does_not(tiny):
         method.close()
         moved = any(not torch.equal(p, b) for p, b in zip(method.params, before))
         assert moved == moves, f"tau={tau}"
+
+
+def test_optimizer_reset_keeps_the_schedule_without_a_warning(tiny):
+    """IRMv1 resets Adam after annealing: same learning-rate curve as without the reset,
+    and no 'lr_scheduler.step() before optimizer.step()' warning."""
+    import warnings
+
+    model, batches = tiny
+    hp = {**hparams("irm"), "anneal_frac": 0.5}
+    lrs = {}
+    for reset in (True, False):
+        method = IRMv1(_lora(model), K, hp, steps=4)
+        if not reset:
+            method.reset_optimizer = lambda: None
+        seen = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            for _ in range(4):
+                method.update(batches)
+                seen.append(method.optimizer.param_groups[0]["lr"])
+        lrs[reset] = seen
+    assert lrs[True] == pytest.approx(lrs[False], rel=1e-12)
+    assert lrs[True][0] > lrs[True][2] > lrs[True][3] == 0.0  # cosine to zero

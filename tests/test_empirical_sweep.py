@@ -202,6 +202,48 @@ def test_cli_table_writes_json_and_latex(tmp_path, monkeypatch, capsys):
     assert "tabular" in (tmp_path / "t.tex").read_text()
 
 
+def test_ablations_follow_their_benchmark_and_subsets_only_filter(tmp_path, monkeypatch):
+    suite = _suite(
+        benchmarks=("arithmetic", "rules"),
+        n_draws=0,
+        ablations=SUITES["full"].ablations[:2],
+        ablation_benchmark="arithmetic",
+    )
+    labels = [label for label, _ in suite.stages(tmp_path)]
+    assert labels == [
+        "arithmetic: search",
+        "arithmetic: main",
+        "ablations",
+        "rules: search",
+        "rules: main",
+    ]
+    only = dict(suite.stages(tmp_path, methods=("erm",), benchmarks=("rules",)))
+    assert {j.method for jobs in only.values() for j in jobs} == {"erm"}
+    assert {j.benchmark for jobs in only.values() for j in jobs} == {"rules"}
+    assert "ablations" not in dict(suite.stages(tmp_path, ablations=False))
+
+    # The CLI's subset flags run a part of the saved suite; suite.json stays the same.
+    import argparse
+
+    monkeypatch.setattr(runner, "execute", _fake_record)
+    monkeypatch.setattr("empirical.suites.SUITES", {"quick": suite})
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    def run(*flags):
+        args = parser.parse_args(["experiments", "run", "--out", str(tmp_path), *flags])
+        return args.func(args)
+
+    assert run() == 0
+    saved = (tmp_path / "suite.json").read_text()
+    n = len(load_records(tmp_path))
+    assert run("--methods", "erm", "--benchmarks", "rules", "--no-ablations") == 0
+    assert (tmp_path / "suite.json").read_text() == saved
+    assert len(load_records(tmp_path)) == n  # everything was already done
+    assert run("--methods", "fish") == 2  # not in the suite: an error, nothing written
+    assert (tmp_path / "suite.json").read_text() == saved
+
+
 def test_suites_are_complete_and_scalable():
     full = SUITES["full"]
     assert set(full.methods) == set(METHODS) and len(full.benchmarks) == 4

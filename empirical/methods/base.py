@@ -97,8 +97,9 @@ class Method:
         lr_now = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer = self._make_optimizer()
         self.scheduler = cosine_schedule(self.optimizer, self.steps)
-        for _ in range(self.update_count):
-            self.scheduler.step()
+        # Move the schedule to where it was without calling step() before any
+        # optimizer.step() (torch warns that this skips the first learning rate).
+        self.scheduler.last_epoch = self.update_count
         for g, lr in zip(self.optimizer.param_groups, lr_now):
             g["lr"] = lr
 
