@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     """Run a suite; the subset flags filter its jobs and never change its ``suite.json``."""
     from dataclasses import replace
 
-    from empirical.runner import run_jobs
+    from empirical.runner import run_stages
     from empirical.suites import Suite, check_subset, get_suite
 
     try:
@@ -77,10 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     suite = suite.resolve()
     suite.save(out)
     start = time.perf_counter()
-    stages = suite.stages(out, args.methods, args.benchmarks, not args.no_ablations)
-    for label, jobs in stages:
-        print(f"== {label}: {len(jobs)} runs", flush=True)
-        run_jobs(jobs, out, args.jobs, log=lambda s: print(s, flush=True))
+    plan = suite.plan(out, args.methods, args.benchmarks, not args.no_ablations)
+    run_stages(plan, out, args.jobs, log=lambda s: print(s, flush=True))
     print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/records")
     return 0
 

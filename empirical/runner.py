@@ -16,8 +16,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -294,44 +294,131 @@ def _run_safely(job: Job, out: str) -> tuple[Job, dict | None, str | None]:
         return job, None, traceback.format_exc()
 
 
+@dataclass
+class Stage:
+    """A group of jobs whose list is made (``jobs()``) once the stages in ``after`` finished."""
+
+    label: str
+    jobs: Callable[[], list[Job]]
+    after: tuple[str, ...] = ()
+
+
 def run_jobs(jobs: Iterable[Job], out: Path, n_jobs: int = 1, log=print) -> list[dict]:
     """Run the unfinished ``jobs`` with ``n_jobs`` processes; returns the new records."""
-    todo, seen = [], set()
-    for job in jobs:
-        if job.key() not in seen and not is_done(out, job):
-            todo.append(job)
-            seen.add(job.key())
-    if not todo:
-        return []
-    records, failures = [], 0
-    if n_jobs <= 1:
-        _worker_init()
-        results = (_run_safely(job, str(out)) for job in todo)
-    else:
+    jobs = list(jobs)
+    return run_stages([Stage("jobs", lambda: jobs)], out, n_jobs, log, announce=False)
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    out: Path,
+    n_jobs: int = 1,
+    log=print,
+    announce: bool = True,
+    executor: Executor | None = None,
+) -> list[dict]:
+    """Run ``stages`` on one pool of ``n_jobs`` processes; returns the new records.
+
+    Jobs start in stage order, but a stage does not wait for the ones before it unless
+    it depends on them (``after``): a core left idle by a long last run of one stage
+    takes the next independent stage's jobs. A stage's job list is made only when its
+    dependencies are finished (a main stage reads the search records). Finished runs
+    and runs already queued by another stage are not run twice; a failed run counts as
+    finished for its dependents and is reported.
+    """
+    labels = [st.label for st in stages]
+    for st in stages:
+        unknown = [a for a in st.after if a not in labels]
+        if unknown:
+            raise ValueError(f"stage {st.label!r} waits for unknown stages {unknown}.")
+    pool = executor  # tests pass a thread pool; the CLI gets spawned processes
+    if pool is None and n_jobs > 1:
         import multiprocessing as mp
 
         pool = ProcessPoolExecutor(
             n_jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init
         )
-        futures = [pool.submit(_run_safely, job, str(out)) for job in todo]
-        results = (f.result() for f in as_completed(futures))
-    for i, (job, record, error) in enumerate(results, 1):
-        k = len(job.train_domains)
-        tag = f"[{i}/{len(todo)}] {job.method:10s} {job.benchmark:10s} seed {job.seed} K={k}"
-        if error is not None:
-            failures += 1
-            log(f"{tag}: FAILED\n{error}")
-            continue
-        records.append(record)
-        t = record["test"]
-        log(
-            f"{tag}: id {t['accuracy_id']:.3f} ood {t['accuracy_ood']:.3f} lcs {t['lcs']:.4f} "
-            f"val {record['val']['accuracy']:.3f} "
-            f"({record['train']['seconds_per_step']:.2f} s/step, "
-            f"eval {record['train']['eval_seconds']:.0f} s)"
-        )
-    if n_jobs > 1:
+    elif pool is None:
+        _worker_init()
+    waiting = list(stages)
+    finished_stages: set[str] = set()
+    stage_keys: dict[str, set[str]] = {}
+    queue: list[Job] = []
+    queued: set[str] = set()  # keys queued or running, not finished
+    finished: set[str] = set()
+    running: dict[Future, Job] = {}
+    records, failures, count = [], 0, 0
+
+    def release() -> None:
+        """Expand every stage whose dependencies are finished; mark finished stages."""
+        changed = True
+        while changed:
+            changed = False
+            for st in list(waiting):
+                if not all(a in finished_stages for a in st.after):
+                    continue
+                waiting.remove(st)
+                changed = True
+                keys = set()
+                todo = []
+                for job in st.jobs():
+                    key = job.key()
+                    if key in finished or is_done(out, job):
+                        continue
+                    keys.add(key)
+                    if key not in queued:
+                        queued.add(key)
+                        todo.append(job)
+                queue.extend(todo)
+                stage_keys[st.label] = keys
+                if announce:
+                    log(f"== {st.label}: {len(todo)} runs to do")
+            for label, keys in stage_keys.items():
+                if label not in finished_stages and keys <= finished:
+                    finished_stages.add(label)
+                    changed = True
+
+    release()
+    total = len(queue)
+    while queue or running:
+        while queue and len(running) < max(n_jobs, 1):
+            job = queue.pop(0)
+            if pool is None:
+                future: Future = Future()
+                future.set_result(_run_safely(job, str(out)))
+            else:
+                future = pool.submit(_run_safely, job, str(out))
+            running[future] = job
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            del running[future]
+            job, record, error = future.result()
+            count += 1
+            tag = (
+                f"[{count}/{total}] {job.method:10s} {job.benchmark:10s} seed {job.seed} "
+                f"K={len(job.train_domains)}"
+            )
+            if error is not None:
+                failures += 1
+                log(f"{tag}: FAILED\n{error}")
+            else:
+                records.append(record)
+                t = record["test"]
+                log(
+                    f"{tag}: id {t['accuracy_id']:.3f} ood {t['accuracy_ood']:.3f} "
+                    f"lcs {t['lcs']:.4f} val {record['val']['accuracy']:.3f} "
+                    f"({record['train']['seconds_per_step']:.2f} s/step, "
+                    f"eval {record['train']['eval_seconds']:.0f} s)"
+                )
+            queued.discard(job.key())
+            finished.add(job.key())
+        before = len(queue)
+        release()
+        total += len(queue) - before
+    if pool is not None and executor is None:
         pool.shutdown()
+    if waiting:
+        raise ValueError(f"stages {[st.label for st in waiting]} wait on each other in a cycle.")
     if failures:
         log(f"{failures} job(s) failed; rerun to retry them (finished jobs are skipped).")
     return records

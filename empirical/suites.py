@@ -18,7 +18,7 @@ from pathlib import Path
 
 from empirical.hparams import hparams
 from empirical.methods import METHODS
-from empirical.runner import Job, Scale, base_config, load_records
+from empirical.runner import Job, Scale, Stage, base_config, load_records
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
 
 # Training domains for the K sweep: the four defaults, then two extra domains from
@@ -132,13 +132,13 @@ class Suite:
                 out.append((a, self.job(a.method, self.ablation_benchmark, s, hp, a.train_domains)))
         return out
 
-    def stages(
-        self, out: Path, methods=None, benchmarks=None, ablations: bool = True
-    ) -> Iterator[tuple[str, list[Job]]]:
-        """(label, jobs) per stage; main stages read the search records when they start.
+    def plan(self, out: Path, methods=None, benchmarks=None, ablations: bool = True) -> list[Stage]:
+        """The suite's stages in priority order, for ``runner.run_stages``.
 
-        The ablations run right after the main stage of their benchmark, so a sweep run
-        in several sittings completes one benchmark with its ablations before the next.
+        A benchmark's main stage waits for its search stage (it reads the search
+        records when it starts); everything else is independent. The ablations come
+        right after the main stage of their benchmark, so a sweep run in several
+        sittings completes one benchmark with its ablations before the next.
         ``methods`` / ``benchmarks`` / ``ablations=False`` only filter the jobs: the
         suite itself (and what ``suite.json`` says it is) does not change.
         """
@@ -154,12 +154,28 @@ class Suite:
         order = list(self.benchmarks)
         if self.ablations and self.ablation_benchmark not in order:
             order.append(self.ablation_benchmark)
+        out_stages = []
         for b in order:
             if b in self.benchmarks:
-                yield f"{b}: search", keep(self.search_jobs(b))
-                yield f"{b}: main", keep(self.main_jobs(b, load_records(out)))
+                search, main = f"{b}: search", f"{b}: main"
+                out_stages.append(Stage(search, lambda b=b: keep(self.search_jobs(b))))
+                out_stages.append(
+                    Stage(
+                        main,
+                        lambda b=b: keep(self.main_jobs(b, load_records(out))),
+                        after=(search,),
+                    )
+                )
             if ablations and self.ablations and b == self.ablation_benchmark:
-                yield "ablations", keep([job for _, job in self.ablation_jobs()])
+                out_stages.append(
+                    Stage("ablations", lambda: keep([j for _, j in self.ablation_jobs()]))
+                )
+        return out_stages
+
+    def stages(self, out: Path, **filters) -> Iterator[tuple[str, list[Job]]]:
+        """(label, jobs) per stage, one after the other (``plan`` without the overlap)."""
+        for st in self.plan(out, **filters):
+            yield st.label, st.jobs()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -104,6 +104,52 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, monkeypatch):
     assert any("FAILED" in line and "boom" in line for line in logs)
 
 
+def test_run_stages_overlaps_independent_stages_and_waits_for_dependencies(tmp_path, monkeypatch):
+    """A long last run of stage A must not idle the other worker: independent stage C
+    runs meanwhile; stage B (after A) makes its job list only once A is finished."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from empirical.runner import Stage, is_done, run_stages
+
+    release_long = threading.Event()
+
+    def execute(job):
+        if job.seed == 0:  # A's long run finishes only after C's run has finished
+            assert release_long.wait(10), "stage C did not run while stage A's run was busy"
+        if job.seed == 2:
+            release_long.set()
+        return _fake_record(job)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    job = lambda seed: Job("erm", "arithmetic", seed, hparams("erm"), TINY_SCALE)  # noqa: E731
+    seen_when_b_expands = []
+
+    def b_jobs():
+        seen_when_b_expands.append([is_done(tmp_path, job(s)) for s in (0, 1)])
+        return [job(3), job(0)]  # job(0) is A's: finished, so not rerun
+
+    stages = [
+        Stage("A", lambda: [job(0), job(1)]),
+        Stage("B", b_jobs, after=("A",)),
+        Stage("C", lambda: [job(2)]),
+    ]
+    logs = []
+    with ThreadPoolExecutor(2) as pool:
+        records = run_stages(stages, tmp_path, 2, logs.append, executor=pool)
+    assert sorted(r["job"]["seed"] for r in records) == [0, 1, 2, 3]
+    assert seen_when_b_expands == [[True, True]]
+    assert [line for line in logs if line.startswith("==")] == [
+        "== A: 2 runs to do",
+        "== C: 1 runs to do",
+        "== B: 1 runs to do",
+    ]
+    with pytest.raises(ValueError, match="unknown stages"):
+        run_stages([Stage("X", list, after=("Y",))], tmp_path)
+    with pytest.raises(ValueError, match="cycle"):
+        run_stages([Stage("X", list, after=("Y",)), Stage("Y", list, after=("X",))], tmp_path)
+
+
 def _suite(**kw) -> Suite:
     base = Suite("t", ("arithmetic",), ("erm", "iga"), (0, 1, 2), n_draws=2, scale=TINY_SCALE)
     return replace(base, **kw)
