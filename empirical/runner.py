@@ -343,7 +343,8 @@ def run_stages(
     waiting = list(stages)
     finished_stages: set[str] = set()
     stage_keys: dict[str, set[str]] = {}
-    queue: list[Job] = []
+    rank = {label: i for i, label in enumerate(labels)}
+    queue: list[tuple[int, Job]] = []  # (stage rank, job), sorted by rank
     queued: set[str] = set()  # keys queued or running, not finished
     finished: set[str] = set()
     running: dict[Future, Job] = {}
@@ -369,7 +370,9 @@ def run_stages(
                     if key not in queued:
                         queued.add(key)
                         todo.append(job)
-                queue.extend(todo)
+                # Stage order is priority: a stage released late still goes before later ones.
+                queue.extend((rank[st.label], job) for job in todo)
+                queue.sort(key=lambda item: item[0])  # stable: job order within a stage kept
                 stage_keys[st.label] = keys
                 if announce:
                     log(f"== {st.label}: {len(todo)} runs to do")
@@ -382,7 +385,7 @@ def run_stages(
     total = len(queue)
     while queue or running:
         while queue and len(running) < max(n_jobs, 1):
-            job = queue.pop(0)
+            _, job = queue.pop(0)
             if pool is None:
                 future: Future = Future()
                 future.set_result(_run_safely(job, str(out)))

@@ -144,6 +144,17 @@ def test_run_stages_overlaps_independent_stages_and_waits_for_dependencies(tmp_p
         "== C: 1 runs to do",
         "== B: 1 runs to do",
     ]
+    # Stage order is priority: B, released once A is done, runs before C's queued jobs.
+    monkeypatch.setattr(runner, "execute", _fake_record)
+    logs = []
+    stages = [
+        Stage("A", lambda: [job(10), job(11)]),
+        Stage("B", lambda: [job(13)], after=("A",)),
+        Stage("C", lambda: [job(12), job(14)]),
+    ]
+    run_stages(stages, tmp_path, 1, logs.append)
+    order = [int(line.split(" seed ")[1].split()[0]) for line in logs if line.startswith("[")]
+    assert order == [10, 11, 13, 12, 14]
     with pytest.raises(ValueError, match="unknown stages"):
         run_stages([Stage("X", list, after=("Y",))], tmp_path)
     with pytest.raises(ValueError, match="cycle"):
