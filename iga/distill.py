@@ -174,6 +174,8 @@ def training_arguments(config: DistillConfig):
         data_seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        # LoRA uses every trainable parameter in each forward: no extra graph traversal.
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -188,21 +190,29 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
             f"{out} already holds a finished run; pass --resume to continue it "
             "or choose another --out."
         )
-    model, tokenizer, source = load_student(config, show_progress)
-    sets = load_training_sets(config)
-    if config.teacher is not None:
-        from iga.teacher_hf import teacher_rationales
+    from accelerate import PartialState
 
-        sets = teacher_rationales(
-            config.teacher,
-            sets,
-            config.train_domains,
-            out / "teacher_cache.jsonl",
-            trust_remote_code=config.trust_remote_code,
-        )
-    dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
     args = training_arguments(config)
     args.disable_tqdm = not show_progress
+    # Under `accelerate launch` / torchrun every process runs this function. The main
+    # process builds the cached base student and the teacher cache first; the others
+    # then read them. Only the main process writes to `out` and evaluates.
+    _ = args.device  # sets up the process group the Trainer will use
+    state = PartialState()
+    with state.main_process_first():
+        model, tokenizer, source = load_student(config, show_progress and state.is_main_process)
+        sets = load_training_sets(config)
+        if config.teacher is not None:
+            from iga.teacher_hf import teacher_rationales
+
+            sets = teacher_rationales(
+                config.teacher,
+                sets,
+                config.train_domains,
+                out / "teacher_cache.jsonl",
+                trust_remote_code=config.trust_remote_code,
+            )
+    dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
     trainer = IGATrainer(
         model=model,
         args=args,
@@ -212,13 +222,15 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
     )
     # Only now, with the student, data and trainer built, is anything written to `out`,
     # so a bad flag on --resume cannot clobber a run's files.
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
-    model.save_pretrained(out / "adapter", safe_serialization=True)
-    tokenizer.save_pretrained(out / "adapter")
+    if state.is_main_process:
+        model.save_pretrained(out / "adapter", safe_serialization=True)
+        tokenizer.save_pretrained(out / "adapter")
     summary = {
         "method": config.method,
         "student": source,
@@ -232,6 +244,8 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
         "seconds_per_step": seconds / max(1, trainer.state.global_step),
         "resumed_from": checkpoint,
     }
+    if not state.is_main_process:
+        return summary
     if config.evaluate:
         ev = evaluate(
             model,
