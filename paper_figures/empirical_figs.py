@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from paper_figures.groups import Groups, ablation_names, by, mean_ci
+from paper_figures.groups import Groups, ablation_names, by, incomplete_note, mean_ci
 from paper_figures.load import Empirical, MissingInput, Run, rel
 from paper_figures.style import (
     ERM_COLOR,
@@ -103,7 +103,8 @@ def ood_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
         f"seeds ({', '.join(map(str, seeds))}) with 95% Student-t "
         "intervals; each method at the hparams selected on training-domain validation. "
         f"'{ALL}': per seed, the mean over benchmarks, then mean and interval over seeds. "
-        "Whiskers are cut at the axis (0-105%); the main table gives them in full.",
+        "Whiskers are cut at the axis (0-105%); the main table gives them in full."
+        + incomplete_note(groups),
         emp.sources(groups.main),
         _cmd(emp),
     )
@@ -136,7 +137,7 @@ def lcs_by_method(emp: Empirical, groups: Groups) -> FigureSpec:
         "distance / 2 of the student's pooled, L2-normalized hidden states across the set's "
         "isomers, averaged over sets; lower is better). Bottom: answer consistency (share of "
         "sets whose isomers all get the same answer). Mean over seeds, 95% t-intervals; "
-        "test sets on training and held-out domains.",
+        "test sets on training and held-out domains." + incomplete_note(groups),
         emp.sources(runs),
         _cmd(emp),
     )

@@ -29,6 +29,10 @@ from scipy import stats as sps
 from paper_figures.load import Run
 
 ABLATION_KNOBS = frozenset({"tau", "variance", "projection", "space", "lora_rank"})
+# A benchmark enters the main comparison once every method has this many seeds on it;
+# before that (a sweep still in its search stage) its cells would mix one-seed search
+# runs with finished ones, and means over benchmarks would mix methods' coverage.
+MIN_MAIN_SEEDS = 2
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
@@ -82,6 +86,8 @@ class Groups:
     ablations: dict[str, list[Run]] = field(default_factory=dict)  # kind -> runs
     k_sweep: list[Run] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # run key -> ablation label
+    # benchmark -> methods with fewer than MIN_MAIN_SEEDS seeds (left out of `main`)
+    incomplete: dict[str, list[str]] = field(default_factory=dict)
 
     def benchmarks(self) -> list[str]:
         return sorted({r.benchmark for r in self.main})
@@ -151,8 +157,35 @@ def group_runs(runs: Sequence[Run]) -> Groups:
     studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
     for cell in sorted(cells):
         groups.main += _select_main([r for r in cells[cell] if r.key not in studied])
+    _drop_incomplete(groups)
     groups.k_sweep = _k_sweep(runs, groups)
     return groups
+
+
+def _drop_incomplete(groups: Groups) -> None:
+    """Leave out of ``groups.main`` every benchmark on which some method has fewer than
+    MIN_MAIN_SEEDS seeds; ``groups.incomplete`` says which and why (for the captions)."""
+    methods = {r.method for r in groups.main}
+    for bench in sorted({r.benchmark for r in groups.main}):
+        seeds = {
+            m: {r.seed for r in groups.main if (r.method, r.benchmark) == (m, bench)}
+            for m in methods
+        }
+        short = sorted(m for m, s in seeds.items() if len(s) < MIN_MAIN_SEEDS)
+        if short:
+            groups.incomplete[bench] = short
+    groups.main = [r for r in groups.main if r.benchmark not in groups.incomplete]
+
+
+def incomplete_note(groups: Groups) -> str:
+    """A caption sentence naming the benchmarks left out of the main comparison, or ''."""
+    if not groups.incomplete:
+        return ""
+    parts = [
+        f"{b} ({len(ms)} method{'s' if len(ms) > 1 else ''} with fewer than {MIN_MAIN_SEEDS} seeds)"
+        for b, ms in groups.incomplete.items()
+    ]
+    return " Not shown, their runs still in progress: " + "; ".join(parts) + "."
 
 
 def _k_sweep(runs: Sequence[Run], groups: Groups) -> list[Run]:

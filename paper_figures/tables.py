@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paper_figures.empirical_figs import ALL, cell_stats
-from paper_figures.groups import Groups, ablation_names, by, mean_ci
+from paper_figures.groups import Groups, ablation_names, by, incomplete_note, mean_ci
 from paper_figures.load import Empirical, MissingInput
 from paper_figures.style import label, method_order
 
@@ -129,7 +129,7 @@ def main_table(emp: Empirical, groups: Groups) -> Table:
         "answer consistency (%) are "
         "averaged over benchmarks. Best mean per column in bold. Built by "
         "`python -m paper_figures --out figures` from the records of "
-        f"`iga experiments run --suite {emp.suite}`."
+        f"`iga experiments run --suite {emp.suite}`." + incomplete_note(groups)
     )
     return Table(
         "main_table", header, rows, _bold_best(means, {lcs_col}), caption, emp.sources(groups.main)

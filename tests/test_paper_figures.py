@@ -86,6 +86,30 @@ def test_runs_are_grouped_like_the_suite():
     assert {r.method for r in groups.k_sweep} == {"erm", "iga"}, "IRM was never swept"
 
 
+def test_a_benchmark_still_in_its_search_stage_is_left_out_and_named():
+    """Deduction with one IRM seed: the main comparison shows arithmetic only, and the
+    captions say deduction is not shown yet (no mixed coverage in means over benchmarks)."""
+    from dataclasses import replace as dc_replace
+
+    from paper_figures.groups import MIN_MAIN_SEEDS
+    from paper_figures.tables import main_table
+
+    emp = load_empirical(FIXTURE / "empirical")
+    full = group_runs(emp.runs)
+    assert full.incomplete == {} and full.benchmarks() == ["arithmetic", "deduction"]
+    runs = [
+        r
+        for r in emp.runs
+        if not (r.method == "irm" and r.benchmark == "deduction" and r.seed != 0)
+    ]
+    groups = group_runs(runs)
+    assert MIN_MAIN_SEEDS == 2 and groups.incomplete == {"deduction": ["irm"]}
+    assert groups.benchmarks() == ["arithmetic"]
+    table = main_table(dc_replace(emp, runs=runs), groups)
+    assert "Not shown, their runs still in progress: deduction (1 method" in table.caption
+    assert not any("deduction" in h for h in table.header)
+
+
 def test_bad_and_unfinished_records_are_skipped_with_a_note():
     emp = load_empirical(FIXTURE / "empirical")
     assert any("broken.jsonl:1" in n and "train_domains" in n for n in emp.notes)
@@ -145,3 +169,17 @@ def test_suites_are_never_mixed(tmp_path):
     emp = load_empirical(tmp_path)
     assert emp.folder == tmp_path / "quick" and len(emp.runs) > 1
     assert any("not mixed in: full (1 runs)" in n for n in emp.notes)
+
+
+def test_readme_shows_the_committed_main_table():
+    """The README's copy of the main table is the one `python -m paper_figures` built."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start, end = "<!-- main-table:start -->\n", "\n<!-- main-table:end -->"
+    assert start in readme and end in readme, "README lost its main-table markers"
+    shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    built = (root / "figures" / "main_table.md").read_text().strip()
+    assert shown == built, (
+        "README.md's main table differs from figures/main_table.md: paste the built "
+        "table between the main-table markers after `python -m paper_figures --out figures`."
+    )
