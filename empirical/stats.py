@@ -7,7 +7,9 @@ paired t-test, and Cohen's d_z (mean difference / its standard deviation). The
 p-values of all comparisons of one metric (every baseline x every benchmark) are
 one family, Holm-corrected with ``statsmodels.stats.multitest.multipletests``.
 A comparison is a *win* (loss) for IGA when its Holm-adjusted p < alpha and the
-mean difference is positive (negative) in IGA's favour; otherwise a *tie*.
+mean difference is positive (negative) in IGA's favour; otherwise a *tie*. One with
+fewer than two paired seeds (a sweep still running) cannot be tested: it is
+*untested* and stays out of the Holm family.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def _single(d: np.ndarray) -> tuple[float, float, float, float]:
 def holm(comparisons: list[Comparison], alpha: float = 0.05) -> list[Comparison]:
     """Holm-adjust the p-values of one family in place and set each verdict."""
     testable = [c for c in comparisons if not math.isnan(c.p)]
+    for c in comparisons:
+        if math.isnan(c.p):
+            c.verdict = "untested"
     if testable:
         _, adjusted, _, _ = multipletests([c.p for c in testable], alpha=alpha, method="holm")
         for c, p in zip(testable, adjusted):

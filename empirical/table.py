@@ -27,11 +27,19 @@ TESTED = ("ood", "id", "lcs")  # metrics with paired IGA-vs-baseline tests
 
 
 def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[int, dict]]:
-    """(method, benchmark) -> {seed: record} for the selected hyperparameters."""
+    """(method, benchmark) -> {seed: record} for the selected hyperparameters.
+
+    A cell appears only once its whole search has finished: while a sweep is still in
+    its search stage, the best finished candidate is not yet the selected one."""
     by_key = {r["key"]: r for r in records}
     cells: dict[tuple[str, str], dict[int, dict]] = {}
     for b in suite.benchmarks:
         for m in suite.methods:
+            searched = [
+                suite.job(m, b, suite.search_seed, hp).key() in by_key for hp in suite.candidates(m)
+            ]
+            if not all(searched):
+                continue
             hp = select(records, suite, m, b)
             if hp is None:
                 continue
@@ -142,25 +150,36 @@ def markdown(result: dict) -> str:
         if not comps:
             continue
         unit = "" if metric == "lcs" else " (pp)"
+        tested = [c for c in comps if c["verdict"] != "untested"]
+        untested = sorted(
+            {f"{c['baseline']} on {c['benchmark']}" for c in comps}
+            - {f"{c['baseline']} on {c['benchmark']}" for c in tested}
+        )
         lines += [
             f"### IGA vs each baseline: {METRICS[metric][0]}",
             "",
             f"Diff{unit} > 0 favours IGA{' (baseline − IGA)' if metric == 'lcs' else ''}; "
-            f"paired t-test over seeds, Holm over all {len(comps)} comparisons, "
-            f"alpha = {result['alpha']}.",
+            f"paired t-test over seeds, Holm over the {len(tested)} comparisons with 2+ "
+            f"paired seeds, alpha = {result['alpha']}.",
             "",
             "| benchmark | baseline | n | diff ± 95% CI | Cohen's d_z | p | p (Holm) | verdict |",
             "|---|---|---|---|---|---|---|---|",
         ]
         d = _digits(metric)
-        for c in comps:
+        for c in tested:
             lines.append(
                 f"| {c['benchmark']} | {c['baseline']} | {c['n']} | "
                 f"{_fmt({'mean': c['diff'], 'ci': c['ci']}, d)} | {c['cohen_dz']:.2f} | "
                 f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['verdict']} |"
             )
         tally = {v: sum(c["verdict"] == v for c in comps) for v in ("win", "tie", "loss")}
-        lines += ["", f"IGA: {tally['win']} wins, {tally['tie']} ties, {tally['loss']} losses.", ""]
+        lines += ["", f"IGA: {tally['win']} wins, {tally['tie']} ties, {tally['loss']} losses."]
+        if untested:
+            lines += [
+                f"Not tested yet (fewer than 2 paired seeds): {len(untested)} comparisons "
+                f"({', '.join(untested)})."
+            ]
+        lines.append("")
     if result["ablations"]:
         lines += [
             "### Ablations (IGA defaults unless named; ERM rows for the K sweep)",

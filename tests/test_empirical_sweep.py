@@ -191,10 +191,13 @@ def test_mean_ci_and_holm_against_hand_computation():
     comps = [paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "ood", "b", f"m{i}") for i in range(3)]
     for c, p in zip(comps, (0.01, 0.04, 0.03)):
         c.p = p
-    holm(comps)
+    one_seed = paired({0: 1.0}, {0: 0.0, 1: 0.0}, "ood", "b", "m3")  # a sweep still running
+    holm([*comps, one_seed])
     # Holm by hand: sorted p 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    # (the one-seed comparison is not in the family: m = 3, not 4)
     assert [round(c.p_holm, 10) for c in comps] == [0.03, 0.06, 0.06]
     assert [c.verdict for c in comps] == ["win", "tie", "tie"]
+    assert one_seed.n == 1 and one_seed.verdict == "untested" and math.isnan(one_seed.p_holm)
 
 
 def test_paired_comparison_sign_effect_size_and_lcs_direction():
@@ -233,6 +236,20 @@ def test_table_from_fixture_records(tmp_path, monkeypatch):
     text = markdown(result)
     assert "| iga |" in text and "1 wins, 0 ties, 0 losses" in text and "Ablations" in text
     assert "\\begin{tabular}" in latex(result)
+
+
+def test_a_cell_waits_for_its_whole_search(tmp_path, monkeypatch):
+    """With one of two search candidates finished, the table has no cell for it yet."""
+    suite = _suite(n_draws=1, seeds=(0, 1))
+    suite.save(tmp_path)
+    monkeypatch.setattr(runner, "execute", _fake_record)
+    first = suite.job("erm", "arithmetic", 0, suite.candidates("erm")[0])
+    run_jobs([first, *suite.search_jobs("arithmetic")[2:]], tmp_path, log=lambda s: None)
+    result = build(tmp_path)
+    assert result["main"]["ood"]["erm"]["arithmetic"]["n"] == 0
+    assert result["main"]["ood"]["iga"]["arithmetic"]["n"] == 1
+    run_jobs(suite.search_jobs("arithmetic"), tmp_path, log=lambda s: None)
+    assert build(tmp_path)["main"]["ood"]["erm"]["arithmetic"]["n"] == 1
 
 
 def test_cli_table_writes_json_and_latex(tmp_path, monkeypatch, capsys):
