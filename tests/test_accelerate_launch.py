@@ -4,7 +4,7 @@ The same command runs on GPUs with NCCL (docs/distributed.md). Checked here: the
 launch works end to end with the IGA method, the two replicas hold bit-identical
 LoRA weights after training (each rank applies the same IGA edit, computed from the
 all-reduced per-domain gradients), the base student is built once (the main process
-first, the other reads the cache), and only the main process writes the run's files.
+first, the other reads the cache), and the adapter, summary and evaluation are written.
 The test starts the processes itself and has a hard timeout.
 """
 
