@@ -152,8 +152,7 @@ def markdown(result: dict) -> str:
         unit = "" if metric == "lcs" else " (pp)"
         tested = [c for c in comps if c["verdict"] != "untested"]
         untested = sorted(
-            {f"{c['baseline']} on {c['benchmark']}" for c in comps}
-            - {f"{c['baseline']} on {c['benchmark']}" for c in tested}
+            f"{c['baseline']} on {c['benchmark']}" for c in comps if c["verdict"] == "untested"
         )
         lines += [
             f"### IGA vs each baseline: {METRICS[metric][0]}",
