@@ -39,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="report of `iga bench step --json PATH` (default: results/bench/step.json)",
     )
     p.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also paste the built main table into this file, between its "
+        "main-table marker comments (e.g. README.md)",
+    )
+    p.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any figure is skipped"
     )
 
@@ -49,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = build(Sources(args.theory, args.empirical, args.bench))
     write(result, args.out)
+    if args.readme is not None and not _paste(result, args.readme):
+        return 2
     for note in result.notes:
         print(f"note: {note}")
     seconds = time.perf_counter() - start
@@ -58,6 +67,23 @@ def main(args: argparse.Namespace) -> int:
         + (f": {', '.join(result.skipped)}" if result.skipped else "")
     )
     return 1 if args.strict and result.skipped else 0
+
+
+def _paste(result, readme: Path) -> bool:
+    """Paste the built main table into ``readme``; False (with the reason) if it cannot."""
+    from paper_figures.readme import paste_main_table
+
+    table = next((t for t in result.tables if t.name == "main_table"), None)
+    if table is None:
+        print(f"note: no main table was built, {readme} left as it is")
+        return True
+    try:
+        changed = paste_main_table(readme, table.markdown())
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    print(f"{readme}: main table {'updated' if changed else 'already current'}")
+    return True
 
 
 def register(subparsers) -> None:

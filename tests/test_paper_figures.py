@@ -14,6 +14,7 @@ from paper_figures import theory_figs
 from paper_figures.build import FIGURE_ORDER, TABLE_ORDER, Sources, build, write
 from paper_figures.groups import group_runs
 from paper_figures.load import MissingInput, load_empirical, load_theory
+from paper_figures.readme import END, START, paste_main_table, shown_table
 from paper_figures.style import save
 
 FIXTURE = Path(__file__).parent / "fixtures" / "figures"
@@ -153,11 +154,19 @@ def test_output_bytes_are_reproducible(tmp_path):
 def test_iga_figures_command(tmp_path, capsys):
     from iga.cli import main
 
+    readme = tmp_path / "project.md"  # not README.md: that is the figure index in --out
+    readme.write_text(f"intro\n{START}stale{END}\n")
     args = ["figures", "--out", str(tmp_path), "--theory", str(SOURCES.theory)]
     args += ["--empirical", str(SOURCES.empirical), "--bench", str(SOURCES.bench)]
-    assert main(args) == 0
+    assert main([*args, "--readme", str(readme)]) == 0
     assert (tmp_path / "ood_by_method.png").is_file()
-    assert "skipped 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped 0" in out and "main table updated" in out
+    assert shown_table(readme.read_text()) == (tmp_path / "main_table.md").read_text().strip()
+    readme.write_text("no markers\n")
+    assert main([*args, "--readme", str(readme)]) == 2
+    assert "no main-table block" in capsys.readouterr().err
+    assert readme.read_text() == "no markers\n"
     assert main([*args[:5], "--empirical", str(tmp_path / "none"), "--strict"]) == 1
 
 
@@ -174,12 +183,28 @@ def test_suites_are_never_mixed(tmp_path):
 def test_readme_shows_the_committed_main_table():
     """The README's copy of the main table is the one `python -m paper_figures` built."""
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    start, end = "<!-- main-table:start -->\n", "\n<!-- main-table:end -->"
-    assert start in readme and end in readme, "README lost its main-table markers"
-    shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    shown = shown_table((root / "README.md").read_text())
     built = (root / "figures" / "main_table.md").read_text().strip()
     assert shown == built, (
-        "README.md's main table differs from figures/main_table.md: paste the built "
-        "table between the main-table markers after `python -m paper_figures --out figures`."
+        "README.md's main table differs from figures/main_table.md: run "
+        "`python -m paper_figures --out figures --readme README.md`."
     )
+
+
+def test_readme_paste_replaces_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\ntext\n\n{START}| old |\n{END.strip()}\n\nafter\n")
+    assert paste_main_table(readme, "| new |\n|---|\n\ncaption\n")
+    text = readme.read_text()
+    assert text == f"# title\n\ntext\n\n{START}| new |\n|---|\n\ncaption{END}\n\nafter\n"
+    assert shown_table(text) == "| new |\n|---|\n\ncaption"
+    assert not paste_main_table(readme, "| new |\n|---|\n\ncaption")  # already current
+    assert readme.read_text() == text
+
+
+def test_readme_paste_without_markers_is_an_error_and_writes_nothing(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{START}| old |\n")  # end marker lost
+    with pytest.raises(ValueError, match="main-table:end"):
+        paste_main_table(readme, "| new |")
+    assert readme.read_text() == f"# title\n{START}| old |\n"
