@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from iga.aligner import align_gradients
@@ -97,8 +97,14 @@ def _identical_domains_batch(seed: int) -> Batch:
     mask_target=st.sampled_from(["gradient", "update"]),
     seed=st.integers(0, 2**16),
 )
+@example(log_tau=5.0, variance="relative", case=("full", "none"), mask_target="gradient", seed=332)
 def test_identical_domains_give_the_erm_update(log_tau, variance, case, mask_target, seed):
-    """V = 0 so M = 1 for any tau; the tangent projection keeps the chain-ruled gradient."""
+    """V = 0 so M = 1 for any tau; the tangent projection keeps the chain-ruled gradient.
+
+    In float64: in float32 the per-domain gradients of equal examples at different batch
+    positions differ by rounding, which the relative variance amplifies on near-zero
+    coordinates (seed 332, tau 1e5: mask mean 1 - 1.2e-6).
+    """
     space, projection = case
     if space == "full" and mask_target == "update":
         mask_target = "gradient"  # unsupported combination, tested below
@@ -107,9 +113,10 @@ def test_identical_domains_give_the_erm_update(log_tau, variance, case, mask_tar
         mask_target=mask_target,
     )  # fmt: skip
     b = _identical_domains_batch(seed)
+    b = Batch(b.x.double(), b.y.double(), b.mask.double(), b.ids)
     updates = []
     for use_iga in (False, True):
-        model = lora_mlp(seed=seed)
+        model = lora_mlp(seed=seed, dtype=torch.float64)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=0.1)
         iga = IGAStep(model, config, K) if use_iga else None
