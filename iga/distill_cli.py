@@ -18,6 +18,14 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+# BaseConfig field -> (flag, help): the default student's base phase (iga/pretrain.py).
+_BASE_FLAGS = {
+    "steps": ("--base-steps", "steps of the default student's base phase"),
+    "sets_per_family": ("--base-sets", "prompt sets per family in the base-phase corpus"),
+    "n_facts": ("--base-facts", "number facts in the base-phase corpus"),
+}
+
+
 def add_distill_flags(p: argparse.ArgumentParser) -> None:
     defaults = DistillConfig()
     for f in fields(DistillConfig):
@@ -42,16 +50,20 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="allow a model's own code (off by default)"
     )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation")
-    p.add_argument(
-        "--base-steps", type=int, default=None, help="steps of the default student's base phase"
-    )
+    for flag, help_text in _BASE_FLAGS.values():
+        p.add_argument(flag, type=int, default=None, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
     config = DistillConfig(**kwargs)
-    if getattr(args, "base_steps", None) is not None:
-        config = replace(config, base=replace(config.base, steps=args.base_steps))
+    base = {
+        name: getattr(args, flag[2:].replace("-", "_"))
+        for name, (flag, _) in _BASE_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_"), None) is not None
+    }
+    if base:
+        config = replace(config, base=replace(config.base, **base))
     return config
 
 

@@ -59,6 +59,11 @@ class BaseConfig:
         self.domains = tuple(self.domains)
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"BaseConfig needs steps >= 0, batch_size >= 1, lr > 0; got {self}.")
+        if self.sets_per_family < 1 or self.n_facts < 0:
+            raise ValueError(
+                f"BaseConfig needs sets_per_family >= 1 (--base-sets) and n_facts >= 0 "
+                f"(--base-facts); got {self.sets_per_family} and {self.n_facts}."
+            )
 
     def key(self) -> str:
         blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)

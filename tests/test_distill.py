@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -192,3 +193,21 @@ def test_bad_flag_on_resume_loses_nothing(tmp_path):
     with pytest.raises(ValueError, match="rank"):
         distill(replace(config, lora_rank=999), resume=True, show_progress=False)
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+
+
+def test_base_phase_flags_reach_the_base_config(tmp_path, capsys):
+    from iga.cli import main
+    from iga.distill_cli import add_distill_flags, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_distill_flags(p)
+    assert config_from_args(p.parse_args([])).base == BaseConfig()
+    flags = ["--base-steps", "7", "--base-sets", "11", "--base-facts", "0"]
+    base = config_from_args(p.parse_args(flags)).base
+    assert (base.steps, base.sets_per_family, base.n_facts) == (7, 11, 0)
+    assert base.key() != BaseConfig().key()  # a different cache entry, never a reused one
+    with pytest.raises(ValueError, match="--base-sets"):
+        config_from_args(p.parse_args(["--base-sets", "0"]))
+    assert main(["distill", "--base-facts", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "--base-facts" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
