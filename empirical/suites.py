@@ -201,14 +201,20 @@ class Suite:
         return cls.from_dict(json.loads((Path(out) / "suite.json").read_text()))
 
 
-def select(records: list[dict], suite: Suite, method: str, benchmark: str) -> dict | None:
-    """The candidate hparams with the best training-domain validation score, or None."""
+def select(
+    records: list[dict], suite: Suite, method: str, benchmark: str, complete: bool = False
+) -> dict | None:
+    """The candidate hparams with the best training-domain validation score, or None.
+
+    With ``complete``, None until every candidate has finished: while a sweep is still
+    in its search stage, the best finished candidate is not yet the selected one.
+    """
     keys = {
         suite.job(method, benchmark, suite.search_seed, hp).key(): i
         for i, hp in enumerate(suite.candidates(method))
     }
     found = [(r, keys[r["key"]]) for r in records if r["key"] in keys]
-    if not found:
+    if not found or (complete and len({i for _, i in found}) < len(keys)):
         return None
     best, _ = min(found, key=lambda ri: (-ri[0]["val"]["accuracy"], ri[0]["val"]["loss"], ri[1]))
     return best["job"]["hparams"]

@@ -29,18 +29,12 @@ TESTED = ("ood", "id", "lcs")  # metrics with paired IGA-vs-baseline tests
 def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[int, dict]]:
     """(method, benchmark) -> {seed: record} for the selected hyperparameters.
 
-    A cell appears only once its whole search has finished: while a sweep is still in
-    its search stage, the best finished candidate is not yet the selected one."""
+    A cell appears only once its whole search has finished (``select(complete=True)``)."""
     by_key = {r["key"]: r for r in records}
     cells: dict[tuple[str, str], dict[int, dict]] = {}
     for b in suite.benchmarks:
         for m in suite.methods:
-            searched = [
-                suite.job(m, b, suite.search_seed, hp).key() in by_key for hp in suite.candidates(m)
-            ]
-            if not all(searched):
-                continue
-            hp = select(records, suite, m, b)
+            hp = select(records, suite, m, b, complete=True)
             if hp is None:
                 continue
             runs = {s: by_key.get(suite.job(m, b, s, hp).key()) for s in suite.seeds}

@@ -50,18 +50,17 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="allow a model's own code (off by default)"
     )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation")
-    for flag, help_text in _BASE_FLAGS.values():
-        p.add_argument(flag, type=int, default=None, help=help_text)
+    for name, (flag, help_text) in _BASE_FLAGS.items():
+        p.add_argument(
+            flag, dest=f"base_{name}", metavar="N", type=int, default=None, help=help_text
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
     config = DistillConfig(**kwargs)
-    base = {
-        name: getattr(args, flag[2:].replace("-", "_"))
-        for name, (flag, _) in _BASE_FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_"), None) is not None
-    }
+    given = {name: getattr(args, f"base_{name}", None) for name in _BASE_FLAGS}
+    base = {name: value for name, value in given.items() if value is not None}
     if base:
         config = replace(config, base=replace(config.base, **base))
     return config
