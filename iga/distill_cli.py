@@ -24,6 +24,13 @@ _BASE_FLAGS = {
     "sets_per_family": ("--base-sets", "prompt sets per family in the base-phase corpus"),
     "n_facts": ("--base-facts", "number facts in the base-phase corpus"),
 }
+_BASE_SWITCHES = {
+    "with_rationales": (
+        "--base-rationales",
+        "also pretrain the default student on worked rationales of the training domains "
+        "(disjoint seeds; never a held-out domain)",
+    ),
+}
 
 
 def add_distill_flags(p: argparse.ArgumentParser) -> None:
@@ -54,12 +61,14 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             flag, dest=f"base_{name}", metavar="N", type=int, default=None, help=help_text
         )
+    for name, (flag, help_text) in _BASE_SWITCHES.items():
+        p.add_argument(flag, dest=f"base_{name}", action="store_true", default=None, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
     config = DistillConfig(**kwargs)
-    given = {name: getattr(args, f"base_{name}", None) for name in _BASE_FLAGS}
+    given = {name: getattr(args, f"base_{name}", None) for name in [*_BASE_FLAGS, *_BASE_SWITCHES]}
     base = {name: value for name, value in given.items() if value is not None}
     if base:
         config = replace(config, base=replace(config.base, **base))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,12 +203,37 @@ def test_base_phase_flags_reach_the_base_config(tmp_path, capsys):
     p = argparse.ArgumentParser()
     add_distill_flags(p)
     assert config_from_args(p.parse_args([])).base == BaseConfig()
-    flags = ["--base-steps", "7", "--base-sets", "11", "--base-facts", "0"]
+    flags = ["--base-steps", "7", "--base-sets", "11", "--base-facts", "0", "--base-rationales"]
     base = config_from_args(p.parse_args(flags)).base
     assert (base.steps, base.sets_per_family, base.n_facts) == (7, 11, 0)
+    assert base.with_rationales
     assert base.key() != BaseConfig().key()  # a different cache entry, never a reused one
     with pytest.raises(ValueError, match="--base-sets"):
         config_from_args(p.parse_args(["--base-sets", "0"]))
     assert main(["distill", "--base-facts", "-1", "--out", str(tmp_path / "run")]) == 2
     assert "--base-facts" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_base_corpus_holds_rationales_only_when_asked_and_never_a_heldout_domain():
+    from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
+    from iga.isomers.domains import get_domain, lexicon_words
+    from iga.pretrain import base_corpus
+
+    plain = base_corpus(BaseConfig(sets_per_family=3, n_facts=5))
+    worked = base_corpus(BaseConfig(sets_per_family=3, n_facts=5, with_rationales=True))
+    assert len(plain) == len(worked)  # the same documents, each with or without its rationale
+    assert not any("Answer:" in t for t in plain)
+    assert sum("Answer:" in t for t in worked) == len(worked) - 5  # every prompt but the facts
+
+    def words(domains, part):
+        text = json.dumps([getattr(get_domain(d), part) for d in domains]).lower()
+        return set(re.findall(r"[a-z]+", text))
+
+    heldout_only = (
+        set().union(*(lexicon_words(get_domain(d)) for d in DEFAULT_HELDOUT_DOMAINS))
+        - words(DEFAULT_TRAIN_DOMAINS, "lexicon")
+        - words(DEFAULT_TRAIN_DOMAINS, "templates")  # e.g. "left": a training template's word
+    )
+    corpus_words = set(re.findall(r"[a-z]+", " ".join(worked).lower()))
+    assert len(heldout_only) > 50 and not corpus_words & heldout_only
