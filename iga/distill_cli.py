@@ -19,12 +19,11 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 # BaseConfig field -> (flag, help): the default student's base phase (iga/pretrain.py).
+# A bool field becomes a switch, any other an integer option (kind from BaseConfig's default).
 _BASE_FLAGS = {
     "steps": ("--base-steps", "steps of the default student's base phase"),
     "sets_per_family": ("--base-sets", "prompt sets per family in the base-phase corpus"),
     "n_facts": ("--base-facts", "number facts in the base-phase corpus"),
-}
-_BASE_SWITCHES = {
     "with_rationales": (
         "--base-rationales",
         "also pretrain the default student on worked rationales of the training domains "
@@ -58,17 +57,18 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip evaluation")
     for name, (flag, help_text) in _BASE_FLAGS.items():
-        p.add_argument(
-            flag, dest=f"base_{name}", metavar="N", type=int, default=None, help=help_text
+        kind = (
+            {"action": "store_true"}
+            if isinstance(getattr(defaults.base, name), bool)
+            else {"metavar": "N", "type": int}
         )
-    for name, (flag, help_text) in _BASE_SWITCHES.items():
-        p.add_argument(flag, dest=f"base_{name}", action="store_true", default=None, help=help_text)
+        p.add_argument(flag, dest=f"base_{name}", default=None, help=help_text, **kind)
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
     config = DistillConfig(**kwargs)
-    given = {name: getattr(args, f"base_{name}", None) for name in [*_BASE_FLAGS, *_BASE_SWITCHES]}
+    given = {name: getattr(args, f"base_{name}", None) for name in _BASE_FLAGS}
     base = {name: value for name, value in given.items() if value is not None}
     if base:
         config = replace(config, base=replace(config.base, **base))
