@@ -4,7 +4,7 @@
 draw. Each name's draw uses its own generator, seeded by a hash of
 ``(seed, method, name)``, so registering a new name never shifts another's draw.
 Defaults that come from the library (learning rate, LoRA rank, the IGA step) are
-read from ``iga.distill.DistillConfig()`` at call time, so they follow the tuned
+read from ``iga.distill.run.DistillConfig()`` at call time, so they follow the tuned
 defaults of ``iga distill``.
 """
 
@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from iga.distill import DistillConfig
+from iga.distill.run import DistillConfig
 
 Draw = Callable[[random.Random], Any]
 

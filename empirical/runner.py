@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from iga.data import IsomerCollator, IsomerDataset
-from iga.distill import EVAL_SEED_OFFSET, DistillConfig
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.pretrain import BaseConfig
+from iga.distill.run import EVAL_SEED_OFFSET, DistillConfig
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, ShortcutSpec, generate_sets
-from iga.pretrain import BaseConfig
 
 VAL_SEED_OFFSET = 200_000  # validation sets: disjoint from training (seed) and test (+500k)
 DOMAINS_DIR = Path(__file__).parent / "domains"  # extra training domains for the K sweep
@@ -144,7 +144,7 @@ def base_config():
 
 
 def _base(config: BaseConfig):
-    from iga.pretrain import load_or_build_base
+    from iga.distill.pretrain import load_or_build_base
 
     if config.key() not in _BASE_CACHE:
         model, tokenizer, _ = load_or_build_base(config, show_progress=False)
@@ -185,8 +185,8 @@ def validation_loss(
     model, dataset: IsomerDataset, collate, num_domains: int, batch_sets: int
 ) -> float:
     """Mean over batches of the domain-mean completion loss (teacher forcing)."""
-    from empirical.methods.base import concat_domains, per_domain_losses
-    from iga.trainer import completion_token_losses
+    from empirical.methods.base import concat_domains
+    from iga.core.losses import completion_token_losses, per_domain_losses
 
     model.eval()
     losses = []
@@ -206,8 +206,8 @@ def validation_loss(
 def execute(job: Job) -> dict:
     """Train and evaluate one job; returns its record (writes nothing)."""
     from empirical.methods import make_method
-    from iga.evaluate import evaluate
-    from iga.student import DEFAULT_LORA_TARGETS, attach_lora
+    from iga.distill.evaluate import evaluate
+    from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora
 
     base, tokenizer = _base(job.base_config())
     torch.manual_seed(job.seed)

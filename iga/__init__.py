@@ -1,11 +1,12 @@
 """Invariant Gradient Alignment (IGA) for robust reasoning distillation (arXiv 2606.05025)."""
 
-from iga.aligner import AlignResult, GradientAligner, LoRAFactors, align_gradients
-from iga.capture import PerDomainGradients, domain_mean_loss
-from iga.config import IGAConfig
-from iga.mask import conflict_mask, conflict_variance, masked_mean
-from iga.projection import LoRAGrads, lora_factor_grads, project_low_rank, tangent_project
-from iga.step import IGAStep
+from iga.core.aligner import AlignResult, GradientAligner, LoRAFactors, align_gradients
+from iga.core.capture import PerDomainGradients
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
+from iga.core.mask import conflict_mask, conflict_variance, masked_mean
+from iga.core.projection import LoRAGrads, lora_factor_grads, project_low_rank, tangent_project
+from iga.core.step import IGAStep
 
 __all__ = [
     "AlignResult",
@@ -27,7 +28,7 @@ __all__ = [
     "IGATrainingArguments",
 ]
 
-_LAZY = {"IGATrainer": "iga.trainer", "IGATrainingArguments": "iga.trainer"}
+_LAZY = {"IGATrainer": "iga.distill.trainer", "IGATrainingArguments": "iga.distill.trainer"}
 
 
 def __getattr__(name: str):

@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from iga.aligner import GradientAligner, LoRAFactors
-from iga.capture import domain_mean_loss
-from iga.config import IGAConfig
-from iga.step import IGAStep
+from iga.core.aligner import GradientAligner, LoRAFactors
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
+from iga.core.step import IGAStep
 
 METHODS = ("erm", "iga_full", "iga_full_rsvd", "iga_factor", "naive_full", "naive_factor")
 TARGETS = {  # (numerator, denominator, bound, metric): from the issue

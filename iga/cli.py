@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # Modules that register subcommands, in the order of ``iga --help``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "iga.distill_cli",  # demo (the main job), distill, eval
+    "iga.distill.cli",  # demo (the main job), distill, eval
     "iga.isomers.cli",  # isomers generate|validate|show
     "theory.cli",  # theory
     "iga.bench",  # bench step

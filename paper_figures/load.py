@@ -7,7 +7,7 @@ Formats are those the writers produce:
   figure data; ``DIR/results.json`` holds the verdicts, settings and seed.
 * ``empirical/runner.py``: one JSON object per line of ``records/<hash>/record.jsonl``
   (``job`` = method, benchmark, seed, hparams, train/held-out domains; ``test`` =
-  ``iga.evaluate.EvalResult.to_dict()``; ``train.seconds_per_step``). Any
+  ``iga.distill.evaluate.EvalResult.to_dict()``; ``train.seconds_per_step``). Any
   ``*.jsonl`` under the empirical folder is read; records are deduplicated by
   ``key`` (the last one wins, as in ``runner.load_records``).
 * ``iga bench step --json PATH``: ``results[method].median_s``, ``iqr_s``,

@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _SCRIPT = """
 import hashlib, json, os, sys
-import iga.trainer
-from iga.distill import DistillConfig, distill
+import iga.distill.trainer
+from iga.distill.run import DistillConfig, distill
 from tests.test_distill import TINY
 
 out = sys.argv[1]
-train = iga.trainer.IGATrainer.train
+train = iga.distill.trainer.IGATrainer.train
 
 def train_and_fingerprint(self, *args, **kwargs):
     result = train(self, *args, **kwargs)
@@ -40,7 +40,7 @@ def train_and_fingerprint(self, *args, **kwargs):
                    "history": self.state.log_history}, f)
     return result
 
-iga.trainer.IGATrainer.train = train_and_fingerprint
+iga.distill.trainer.IGATrainer.train = train_and_fingerprint
 summary = distill(DistillConfig(method="iga", out=out, **{**TINY, "steps": 4}), show_progress=False)
 """
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from iga.capture import DomainSplit, PerDomainGradients, domain_mean_loss
+from iga.core.capture import DomainSplit, PerDomainGradients
+from iga.core.losses import domain_mean_loss
 from tests.test_capture_models import (
     Batch,
     assert_rel_close,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from iga.capture import domain_mean_loss
+from iga.core.losses import domain_mean_loss
 
 
 class MLP(nn.Module):

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from iga.capture import domain_mean_loss
-from iga.config import IGAConfig
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
 from tests.test_capture_models import lora_mlp, mse_per_token
 
 K, PER_DOMAIN, TOKENS, STEPS, ACCUM, WORLD = 3, 2, 3, 3, 2, 2
@@ -58,7 +58,7 @@ def _train(model, iga, opt, rank: int, world: int) -> None:
 
 
 def _run(model, config: IGAConfig, rank: int, world: int) -> dict[str, torch.Tensor]:
-    from iga.step import IGAStep
+    from iga.core.step import IGAStep
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-2)

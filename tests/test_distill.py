@@ -18,12 +18,11 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from iga.capture import domain_mean_loss
-from iga.data import IsomerCollator, IsomerDataset
-from iga.distill import DistillConfig, distill, load_student_base, load_training_sets
-from iga.pretrain import BaseConfig
-from iga.student import StudentConfig
-from iga.trainer import completion_token_losses
+from iga.core.losses import completion_token_losses, domain_mean_loss
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.pretrain import BaseConfig
+from iga.distill.run import DistillConfig, distill, load_student_base, load_training_sets
+from iga.distill.student import StudentConfig
 
 TINY_BASE = BaseConfig(
     student=StudentConfig(
@@ -118,9 +117,9 @@ _RUN = """
 import sys
 from peft import PeftModel
 
-from iga.capture import domain_mean_loss
-from iga.data import IsomerCollator, IsomerDataset
-from iga.distill import DistillConfig, distill, load_student_base, load_training_sets
+from iga.core.losses import domain_mean_loss
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.run import DistillConfig, distill, load_student_base, load_training_sets
 from tests.test_distill import TINY
 config = DistillConfig(method="iga", out=sys.argv[1], evaluate=False, **{**TINY, "save_steps": 2})
 distill(config, resume=sys.argv[2] == "resume", show_progress=False)
@@ -198,7 +197,7 @@ def test_bad_flag_on_resume_loses_nothing(tmp_path):
 
 def test_base_phase_flags_reach_the_base_config(tmp_path, capsys):
     from iga.cli import main
-    from iga.distill_cli import add_distill_flags, config_from_args
+    from iga.distill.cli import add_distill_flags, config_from_args
 
     p = argparse.ArgumentParser()
     add_distill_flags(p)
@@ -216,9 +215,9 @@ def test_base_phase_flags_reach_the_base_config(tmp_path, capsys):
 
 
 def test_base_corpus_holds_rationales_only_when_asked_and_never_a_heldout_domain():
+    from iga.distill.pretrain import base_corpus
     from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
     from iga.isomers.domains import get_domain, lexicon_words
-    from iga.pretrain import base_corpus
 
     plain = base_corpus(BaseConfig(sets_per_family=3, n_facts=5))
     worked = base_corpus(BaseConfig(sets_per_family=3, n_facts=5, with_rationales=True))

@@ -11,14 +11,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from empirical.hparams import hparams
 from empirical.methods import EXTRA_BASELINES, METHODS, PAPER_BASELINES, make_method
 from empirical.methods.alignment import Fishr, KYGradVar
-from empirical.methods.base import concat_domains, per_domain_losses
+from empirical.methods.base import concat_domains
 from empirical.methods.penalties import IRMv1
 from empirical.runner import split_by_domain
-from iga.capture import domain_mean_loss
-from iga.data import IsomerCollator, IsomerDataset
+from iga.core.losses import domain_mean_loss, per_domain_losses
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.pretrain import BaseConfig, load_or_build_base
+from iga.distill.student import StudentConfig, attach_lora
 from iga.isomers import generate_sets
-from iga.pretrain import BaseConfig, load_or_build_base
-from iga.student import StudentConfig, attach_lora
 
 K = 3
 DOMAINS = ("mathematics", "law", "medicine")
@@ -134,7 +134,7 @@ def test_penalties_have_gradients(tiny):
         attention_mask=batch["attention_mask"],
         output_hidden_states=True,
     )
-    from iga.trainer import completion_token_losses
+    from iga.core.losses import completion_token_losses
 
     ce, mask = completion_token_losses(out.logits, batch["labels"])
     g = Fishr.head_gradients(out.logits, out.hidden_states[-1], batch["labels"], mask)

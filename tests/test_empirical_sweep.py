@@ -43,7 +43,7 @@ def test_hparam_draws_are_seeded_per_name_and_stable_when_names_are_added(monkey
 
 
 def test_defaults_follow_distill_config():
-    from iga.distill import DistillConfig
+    from iga.distill.run import DistillConfig
 
     d = DistillConfig()
     for m in METHODS:

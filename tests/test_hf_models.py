@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-import iga.teacher_hf as teacher_hf
-from iga.distill import DistillConfig, distill
+import iga.distill.teacher_hf as teacher_hf
+from iga.distill.run import DistillConfig, distill
+from iga.distill.student import StudentConfig, build_default_student, train_tokenizer
 from iga.isomers import DEFAULT_TRAIN_DOMAINS, generate_sets
-from iga.student import StudentConfig, build_default_student, train_tokenizer
 from tests.test_distill import TINY
 
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iga.metrics import accuracy, answer_consistency, logical_consistency_score, set_spread
+from iga.distill.metrics import accuracy, answer_consistency, logical_consistency_score, set_spread
 from tests.strategies import seeds
 
 

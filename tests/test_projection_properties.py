@@ -69,7 +69,7 @@ def test_batched_equals_per_matrix(ms, r, seed):
 
 
 def test_auto_threshold_documented_and_used():
-    from iga import projection
+    from iga.core import projection
 
     big = torch.randn(projection.RANDOMIZED_MIN_DIM, 600, dtype=DTYPE)
     assert projection._use_randomized(*big.shape, rank=8)

@@ -9,10 +9,10 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from iga.aligner import align_gradients
-from iga.capture import domain_mean_loss
-from iga.config import IGAConfig
-from iga.step import IGAStep
+from iga.core.aligner import align_gradients
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
+from iga.core.step import IGAStep
 from tests.test_capture_models import (
     Batch,
     assert_rel_close,

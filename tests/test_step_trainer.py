@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iga.capture import domain_mean_loss
-from iga.config import IGAConfig
-from iga.step import IGAStep
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
+from iga.core.step import IGAStep
 from tests.test_capture_models import assert_rel_close, lm_per_token, tiny_llama
 
 transformers = pytest.importorskip("transformers")

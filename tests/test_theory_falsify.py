@@ -1,6 +1,6 @@
 """Every check can fail: break an operator (or the bound) on purpose and the matching check says so.
 
-The breakages live in ``theory.sabotage`` and swap the names ``iga.aligner`` calls, so
+The breakages live in ``theory.sabotage`` and swap the names ``iga.core.aligner`` calls, so
 the trainers run the broken step while the references the checks compute stay intact.
 Each test first runs the check unbroken (it passes), then broken (it fails).
 """
@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-import iga.aligner
+import iga.core.aligner
 from theory import bound as bd
 from theory import checks
 from theory.sabotage import SABOTAGES, sabotaged
@@ -85,10 +85,10 @@ def test_fresh_domains_from_another_meta_distribution_fail_validity():
 
 
 def test_sabotage_restores_the_operators():
-    before = (iga.aligner.masked_mean, iga.aligner.project_low_rank)
+    before = (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank)
     for name in SABOTAGES:
         with sabotaged(name):
-            assert (iga.aligner.masked_mean, iga.aligner.project_low_rank) != before
-        assert (iga.aligner.masked_mean, iga.aligner.project_low_rank) == before
+            assert (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank) != before
+        assert (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank) == before
     with pytest.raises(ValueError, match="unknown sabotage"), sabotaged("nope"):
         pass

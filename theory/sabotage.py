@@ -1,6 +1,6 @@
 """Deliberately broken operators, to show that each check can fail (DESIGN.md section 7).
 
-Each sabotage swaps one name that ``iga.aligner`` looks up at call time, so the
+Each sabotage swaps one name that ``iga.core.aligner`` looks up at call time, so the
 trainers (which go through ``iga.GradientAligner`` / ``iga.align_gradients``)
 run the broken step while everything else, including the reference quantities
 the checks compute, stays intact:
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 
 import iga
-import iga.aligner
+import iga.core.aligner
 
 SABOTAGES = ("mask_ones", "mask_from_mean", "sign_flip", "wrong_rank")
 
@@ -64,9 +64,9 @@ def sabotaged(name: str | None) -> Iterator[None]:
     if name not in _PATCHES:
         raise ValueError(f"unknown sabotage {name!r}; choose one of {SABOTAGES}.")
     attr, broken = _PATCHES[name]
-    original = getattr(iga.aligner, attr)
-    setattr(iga.aligner, attr, broken)
+    original = getattr(iga.core.aligner, attr)
+    setattr(iga.core.aligner, attr, broken)
     try:
         yield
     finally:
-        setattr(iga.aligner, attr, original)
+        setattr(iga.core.aligner, attr, original)

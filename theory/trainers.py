@@ -4,7 +4,7 @@ Every step hands the per-domain gradients to an *aligner*: ``iga.GradientAligner
 for IGA (mask, projection, chain rule, warm-up) and ``iga.align_gradients(...,
 erm=True)`` for ERM, so ERM and IGA differ only in the edit, as in DomainBed.
 Nothing here re-implements the mask or the projection; a test that breaks
-``iga.aligner.masked_mean`` or ``iga.aligner.project_low_rank`` breaks these
+``iga.core.aligner.masked_mean`` or ``iga.core.aligner.project_low_rank`` breaks these
 trainers too (``theory.sabotage``).
 
 The optimizer is plain SGD (no momentum, no Adam): the theorems are about SGD,

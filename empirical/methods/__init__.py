@@ -1,7 +1,8 @@
 """Methods behind one interface: ``update(per_domain_batches) -> dict[str, float]``."""
 
-from empirical.methods.base import Method, concat_domains, per_domain_losses
+from empirical.methods.base import Method, concat_domains
 from empirical.methods.registry import EXTRA_BASELINES, METHODS, PAPER_BASELINES, make_method
+from iga.core.losses import per_domain_losses
 
 __all__ = [
     "EXTRA_BASELINES",

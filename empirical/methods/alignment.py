@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from empirical.methods.base import Batch, Method, per_domain_losses
-from iga.trainer import completion_token_losses
+from empirical.methods.base import Batch, Method
+from iga.core.losses import completion_token_losses, per_domain_losses
 
 
 class Fish(Method):

@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from iga.capture import domain_mean_loss
-from iga.trainer import completion_token_losses
+from iga.core.losses import completion_token_losses, domain_mean_loss
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -41,20 +40,6 @@ def concat_domains(per_domain_batches: Sequence[Batch]) -> dict[str, torch.Tenso
         "labels": torch.cat(labels),  # (B, T)
         "domain_ids": torch.cat(dom),  # (B,)
     }
-
-
-def per_domain_losses(
-    ce: torch.Tensor, mask: torch.Tensor, domain_ids: torch.Tensor, num_domains: int
-) -> torch.Tensor:
-    """``L_k``: mean token loss over domain k's supervised tokens, (K,).
-
-    ``ce.mean()`` of the result equals ``iga.capture.domain_mean_loss`` (tested).
-    """
-    m = mask.to(ce.dtype)
-    per_example = (ce * m).sum(dim=1)  # (B,)
-    sums = ce.new_zeros(num_domains).index_add(0, domain_ids, per_example)  # (K,)
-    counts = ce.new_zeros(num_domains).index_add(0, domain_ids, m.sum(dim=1))  # (K,)
-    return sums / counts.clamp_min(1.0)
 
 
 def cosine_schedule(

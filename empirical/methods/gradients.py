@@ -1,7 +1,7 @@
 """Gradient-level baselines on IGA's per-domain gradient capture.
 
 AND-mask, SAND-mask and PCGrad edit the per-domain gradients of the LoRA
-factors that ``iga.capture.PerDomainGradients(space="factor")`` captures in the
+factors that ``iga.core.capture.PerDomainGradients(space="factor")`` captures in the
 same single backward pass IGA uses (``G_k = dL_k/dA``, ``dL_k/dB``), so they
 share IGA's machinery rather than running K backward passes.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from empirical.methods.base import Batch, Method
-from iga.capture import PerDomainGradients, domain_mean_loss
+from iga.core.capture import PerDomainGradients
+from iga.core.losses import domain_mean_loss
 
 
 class GradientEdit(Method):

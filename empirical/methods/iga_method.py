@@ -1,11 +1,11 @@
-"""IGA (ours) behind the common interface: ``iga.step.IGAStep`` does the edit."""
+"""IGA (ours) behind the common interface: ``iga.core.step.IGAStep`` does the edit."""
 
 from __future__ import annotations
 
 from empirical.methods.base import Batch, Method
-from iga.capture import domain_mean_loss
-from iga.config import IGAConfig
-from iga.step import IGAStep
+from iga.core.config import IGAConfig
+from iga.core.losses import domain_mean_loss
+from iga.core.step import IGAStep
 
 # hparam names that map one-to-one onto IGAConfig fields
 IGA_FIELDS = ("tau", "variance", "projection", "space", "mask_target", "mask_floor", "rank")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from empirical.methods.base import Batch, Method, per_domain_losses
-from iga.trainer import completion_token_losses
+from empirical.methods.base import Batch, Method
+from iga.core.losses import completion_token_losses, per_domain_losses
 
 
 class _Annealed(Method):

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from iga.core.losses import IGNORE_INDEX  # noqa: F401 (re-exported)
 from iga.isomers import IsomerSet
-
-IGNORE_INDEX = -100
 
 
 def prompt_text(prompt: str) -> str:

@@ -16,11 +16,12 @@ DESIGN.md section 2):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-from iga.config import SVD_METHODS
+from iga.core.config import SVD_METHODS
 
 # method="auto" uses the randomized SVD when the smaller side of the matrix is at
 # least this large and the sketch (rank + oversampling) is at most a quarter of it.
@@ -30,6 +31,19 @@ from iga.config import SVD_METHODS
 RANDOMIZED_MIN_DIM = 128
 RANDOMIZED_OVERSAMPLE = 10
 RANDOMIZED_POWER_ITERS = 4
+
+
+@dataclass(frozen=True)
+class LoRAFactors:
+    """A LoRA layer's current factors: ``B`` (out, r), ``A`` (r, in), scale ``s``."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    scale: float
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
 
 
 class LoRAGrads(NamedTuple):

@@ -52,10 +52,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from iga.aligner import GradientAligner
-from iga.capture import PerDomainGradients
-from iga.config import IGAConfig
-from iga.distributed import all_reduce_mean_, all_reduce_sum_, world_size
+from iga.core.aligner import GradientAligner
+from iga.core.capture import PerDomainGradients
+from iga.core.config import IGAConfig
+from iga.core.distributed import all_reduce_mean_, all_reduce_sum_, world_size
 
 
 class IGAStep:

@@ -14,14 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from iga.capture import domain_mean_loss
-from iga.config import TRAINER_METHODS as METHODS
-from iga.config import IGAConfig
-from iga.data import IGNORE_INDEX
-from iga.step import IGAStep
+from iga.core.config import TRAINER_METHODS as METHODS
+from iga.core.config import IGAConfig
+from iga.core.losses import completion_token_losses, domain_mean_loss, kd_token_losses
+from iga.core.step import IGAStep
 
 
 @dataclass
@@ -65,27 +63,6 @@ class IGATrainingArguments(TrainingArguments):
             warmup_steps=self.iga_warmup_steps,
             seed=self.seed,
         )
-
-
-def completion_token_losses(
-    logits: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token cross-entropy (B, T-1) and its supervision mask (B, T-1)."""
-    target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
-    mask = target != IGNORE_INDEX
-    losses = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), target.clamp_min(0), reduction="none"
-    )  # (B, T-1)
-    return losses, mask
-
-
-def kd_token_losses(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Per-token ``T^2 KL(teacher || student)`` on softened distributions, (B, T-1)."""
-    s = F.log_softmax(student[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
-    t = F.log_softmax(teacher[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
-    return (t.exp() * (t - s)).sum(dim=-1) * temperature**2
 
 
 class _SyncWarmup(TrainerCallback):

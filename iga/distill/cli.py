@@ -9,7 +9,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from iga.distill import DistillConfig, distill, load_eval_sets, write_eval
+from iga.distill.run import DistillConfig, distill, load_eval_sets, write_eval
 
 _CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
 
@@ -18,7 +18,7 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-# BaseConfig field -> (flag, help): the default student's base phase (iga/pretrain.py).
+# BaseConfig field -> (flag, help): the default student's base phase (iga/distill/pretrain.py).
 # A bool field becomes a switch, any other an integer option (kind from BaseConfig's default).
 _BASE_FLAGS = {
     "steps": ("--base-steps", "steps of the default student's base phase"),
@@ -103,7 +103,7 @@ def format_summary(summary: dict) -> str:
 def _eval(args: argparse.Namespace) -> int:
     from peft import PeftModel
 
-    from iga.evaluate import evaluate
+    from iga.distill.evaluate import evaluate
     from iga.isomers import read_sets
 
     run = Path(args.run)
@@ -117,7 +117,7 @@ def _eval(args: argparse.Namespace) -> int:
     config = DistillConfig(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "base"}
     )
-    from iga.distill import load_student_base
+    from iga.distill.run import load_student_base
 
     base, tokenizer = load_student_base(config, show_progress=False)
     model = PeftModel.from_pretrained(base, run / "adapter")

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
-from iga.config import TRAINER_METHODS as METHODS
-from iga.config import IGAConfig
-from iga.data import IsomerCollator, IsomerDataset
-from iga.evaluate import EvalResult, evaluate
+from iga.core.config import TRAINER_METHODS as METHODS
+from iga.core.config import IGAConfig
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.evaluate import EvalResult, evaluate
+from iga.distill.pretrain import BaseConfig, load_or_build_base
+from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
 from iga.isomers import (
     DEFAULT_HELDOUT_DOMAINS,
     DEFAULT_TRAIN_DOMAINS,
@@ -27,8 +29,6 @@ from iga.isomers import (
     generate_sets,
     read_sets,
 )
-from iga.pretrain import BaseConfig, load_or_build_base
-from iga.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
 
 EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
 
@@ -146,7 +146,7 @@ def newest_checkpoint(out: Path) -> str | None:
 def training_arguments(config: DistillConfig):
     from dataclasses import fields
 
-    from iga.trainer import IGATrainingArguments
+    from iga.distill.trainer import IGATrainingArguments
 
     # The IGA flags come from the one validated IGAConfig, not copied field by field.
     arg_names = {f.name for f in fields(IGATrainingArguments)}
@@ -181,7 +181,7 @@ def training_arguments(config: DistillConfig):
 
 def distill(config: DistillConfig, resume: bool = False, show_progress: bool = True) -> dict:
     """Train (or resume) one run; returns its summary (also written to ``out/summary.json``)."""
-    from iga.trainer import IGATrainer
+    from iga.distill.trainer import IGATrainer
 
     out = Path(config.out)
     checkpoint = newest_checkpoint(out) if resume else None
@@ -203,7 +203,7 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
         model, tokenizer, source = load_student(config, show_progress and state.is_main_process)
         sets = load_training_sets(config)
         if config.teacher is not None:
-            from iga.teacher_hf import teacher_rationales
+            from iga.distill.teacher_hf import teacher_rationales
 
             sets = teacher_rationales(
                 config.teacher,

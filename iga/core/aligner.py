@@ -15,22 +15,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from iga.config import IGAConfig
-from iga.mask import masked_mean
-from iga.projection import LoRAGrads, lora_factor_grads, project_low_rank, tangent_project
-
-
-@dataclass(frozen=True)
-class LoRAFactors:
-    """A LoRA layer's current factors: ``B`` (out, r), ``A`` (r, in), scale ``s``."""
-
-    A: torch.Tensor
-    B: torch.Tensor
-    scale: float
-
-    @property
-    def rank(self) -> int:
-        return self.A.shape[0]
+from iga.core.config import IGAConfig
+from iga.core.mask import masked_mean
+from iga.core.projection import (
+    LoRAFactors,
+    LoRAGrads,
+    lora_factor_grads,
+    project_low_rank,
+    tangent_project,
+)
 
 
 @dataclass

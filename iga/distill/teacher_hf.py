@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from iga.evaluate import generate_and_pool
+from iga.distill.evaluate import generate_and_pool
+from iga.distill.student import load_local_model
 from iga.isomers import IsomerSet, extract_answer, normalize_answer
-from iga.student import load_local_model
 
 
 def _key(teacher: str, prompt: str, max_new_tokens: int) -> str:

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from iga.data import prompt_text
+from iga.distill.data import prompt_text
+from iga.distill.metrics import answer_consistency, logical_consistency_score
 from iga.isomers import IsomerSet, extract_answer, normalize_answer
-from iga.metrics import answer_consistency, logical_consistency_score
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from iga.config import VARIANCE_KINDS
+from iga.core.config import VARIANCE_KINDS
 
 
 def _check_stack(grads: torch.Tensor) -> None:

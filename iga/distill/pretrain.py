@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from iga.distill.student import StudentConfig, build_default_student, seeded, train_tokenizer
 from iga.isomers import DEFAULT_TRAIN_DOMAINS, FAMILIES, generate_sets
-from iga.student import StudentConfig, build_default_student, seeded, train_tokenizer
 
 CACHE_VERSION = 1
 PRETRAIN_SEED_OFFSET = 1_000_000  # base-corpus sets use seeds far from distillation seeds

@@ -45,69 +45,10 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from iga.aligner import LoRAFactors
-from iga.projection import LoRAGrads
+from iga.core.losses import check_domain_ids as _check_ids
+from iga.core.projection import LoRAFactors, LoRAGrads
 
 SPACES = ("full", "factor")
-
-
-def domain_mean_loss(
-    per_token_loss: torch.Tensor,
-    mask: torch.Tensor | None,
-    domain_ids: torch.Tensor,
-    num_domains: int,
-    token_counts: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``L = (1/K) sum_k L_k`` with ``L_k`` the mean loss over domain k's supervised tokens.
-
-    ``per_token_loss`` (B, T) or (B,), ``mask`` of the same shape (1 for
-    supervised tokens) or None, ``domain_ids`` (B,) in ``[0, K)``. A domain with
-    no supervised token adds 0 (its ``L_k`` is taken as 0, still divided by K).
-
-    ``token_counts`` (K,) replaces the per-domain token counts of this batch as
-    denominators: pass the counts over the whole optimizer step (all
-    micro-batches) and sum the micro-batch losses instead of averaging them,
-    and ``L`` is exactly the step's per-domain token mean even when
-    micro-batches hold unequal numbers of tokens per domain.
-    """
-    ids = _check_ids(domain_ids, num_domains)
-    batch = ids.numel()
-    if per_token_loss.shape[0] != batch:
-        raise ValueError(
-            f"domain_mean_loss: per_token_loss has {per_token_loss.shape[0]} rows but "
-            f"domain_ids has {batch} entries; both must be batch-first."
-        )
-    if mask is None:
-        mask = torch.ones_like(per_token_loss)
-    if mask.shape != per_token_loss.shape:
-        raise ValueError(
-            f"domain_mean_loss: mask shape {tuple(mask.shape)} != loss shape "
-            f"{tuple(per_token_loss.shape)}."
-        )
-    mask = mask.to(per_token_loss.dtype)
-    ids = ids.to(per_token_loss.device)
-    per_example = (per_token_loss * mask).reshape(batch, -1).sum(dim=1)  # (B,)
-    sums = per_token_loss.new_zeros(num_domains).index_add(0, ids, per_example)  # (K,)
-    if token_counts is None:
-        tokens = mask.reshape(batch, -1).sum(dim=1)  # (B,)
-        token_counts = per_token_loss.new_zeros(num_domains).index_add(0, ids, tokens)  # (K,)
-    counts = torch.as_tensor(token_counts, dtype=sums.dtype, device=sums.device)
-    return (sums / counts.clamp_min(1.0)).sum() / num_domains
-
-
-def _check_ids(domain_ids: torch.Tensor, num_domains: int) -> torch.Tensor:
-    ids = torch.as_tensor(domain_ids)
-    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise ValueError(
-            f"domain ids must be a 1-D integer tensor with one entry per example, got "
-            f"dtype {ids.dtype} and shape {tuple(ids.shape)}."
-        )
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_domains):
-        raise ValueError(
-            f"domain ids must lie in [0, {num_domains}); got values from {int(ids.min())} to "
-            f"{int(ids.max())}. Map your domain names to 0..K-1."
-        )
-    return ids.long()
 
 
 class DomainSplit:
