@@ -1,4 +1,4 @@
-"""The Continuous Gradient Conflict Mask (arXiv 2606.05025, abstract; DESIGN.md section 2).
+"""The Continuous Gradient Conflict Mask (arXiv 2606.05025, abstract; docs/design.md section 2).
 
 Given per-domain gradients ``G`` of shape (K, *shape):
 
