@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from iga.core.checks import check_finite, check_real_tensor
 from iga.core.config import IGAConfig
 from iga.core.mask import masked_mean
 from iga.core.projection import (
     LoRAFactors,
     LoRAGrads,
+    check_lora_factors,
     lora_factor_grads,
     project_low_rank,
     tangent_project,
@@ -47,13 +49,21 @@ def _validate(per_domain: Mapping[str, torch.Tensor], lora: Mapping[str, LoRAFac
             f"every entry needs the same number of domains K >= 1 on axis 0; got {ks}."
         )
     for name, g in per_domain.items():
-        # One reduction first (a finite sum proves every entry finite); the elementwise
-        # test only runs when the sum is not finite (NaN/Inf, or an overflowing sum).
-        if not bool(torch.isfinite(g.sum())) and not bool(torch.isfinite(g).all()):
-            raise ValueError(f"gradient of {name!r} holds NaN or Inf values; fix the loss or lr.")
+        check_real_tensor(g, "align_gradients", f"the gradient of {name!r}")
+        check_finite(g, "align_gradients", f"the gradient of {name!r}")
+    dtypes = {name: g.dtype for name, g in per_domain.items()}
     for name, f in lora.items():
         if name not in per_domain:
             raise ValueError(f"LoRA entry {name!r} has factors but no per-domain gradient.")
+        if not isinstance(f, LoRAFactors):
+            raise TypeError(f"LoRA entry {name!r} must be iga.LoRAFactors, got {type(f).__name__}.")
+        # LoRAFactors checks itself at construction; a dataclass can be bypassed, so again.
+        check_lora_factors(f.B, f.A, f.scale, f"align_gradients: LoRA entry {name!r}")
+        if f.A.dtype != dtypes[name]:
+            raise TypeError(
+                f"align_gradients: LoRA entry {name!r} has {f.A.dtype} factors but a "
+                f"{dtypes[name]} gradient; cast them to one dtype."
+            )
         out_in = (f.B.shape[0], f.A.shape[1])
         if per_domain[name].dim() != 3 or tuple(per_domain[name].shape[1:]) != out_in:
             raise ValueError(

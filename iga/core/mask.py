@@ -21,15 +21,18 @@ import warnings
 
 import torch
 
+from iga.core.checks import check_finite, check_real_tensor
 from iga.core.config import VARIANCE_KINDS
 
 
-def _check_stack(grads: torch.Tensor) -> None:
+def _check_stack(grads: torch.Tensor, where: str = "conflict_variance", what="grads") -> None:
+    check_real_tensor(grads, where, what)
     if grads.dim() < 1 or grads.shape[0] < 1:
         raise ValueError(
-            f"per-domain gradients need a leading domain axis with K >= 1; got shape "
+            f"{where}: per-domain gradients need a leading domain axis with K >= 1; got shape "
             f"{tuple(grads.shape)}."
         )
+    check_finite(grads, where, what)
 
 
 def conflict_variance(grads: torch.Tensor, kind: str = "raw", eps: float = 0.0) -> torch.Tensor:
@@ -41,6 +44,9 @@ def conflict_variance(grads: torch.Tensor, kind: str = "raw", eps: float = 0.0) 
 
     ``kind="relative"`` divides by ``mean_k G_k^2 + eps``; with ``eps = 0`` a
     coordinate where every domain's gradient is 0 gets ``V = 0``.
+
+    Gradients with NaN or Inf entries, integer dtypes and meta tensors are refused
+    (``ValueError``/``TypeError``): a NaN gradient must not read as perfect agreement.
     """
     _check_stack(grads)
     if kind not in VARIANCE_KINDS:
@@ -65,7 +71,20 @@ def conflict_mask(
     """``M = floor + (1 - floor) * exp(-tau * V)``, elementwise; values in (0, 1].
 
     ``tau`` may be a tensor that requires grad (the mask is differentiable in it).
+    ``variance`` must be a floating-point tensor of finite values >= 0 (a variance):
+    a negative or NaN ``V`` would give a "mask" above 1 or NaN, so it is refused.
     """
+    check_real_tensor(variance, "conflict_mask", "variance")
+    if variance.numel():
+        lo, hi = torch.aminmax(variance.detach())
+        if not (bool(lo >= 0) and bool(torch.isfinite(hi))):
+            v = variance.detach()
+            raise ValueError(
+                f"conflict_mask: variance must hold finite values >= 0 (it is V, a variance); "
+                f"got {int(torch.isnan(v).sum())} NaN, {int(torch.isinf(v).sum())} Inf and "
+                f"{int((v < 0).sum())} negative value(s) of {v.numel()}. Pass the output of "
+                "conflict_variance or split_conflict_variance."
+            )
     tau_t = torch.as_tensor(tau, dtype=variance.dtype, device=variance.device)
     if bool((tau_t < 0).any()) or not bool(torch.isfinite(tau_t).all()):
         raise ValueError(f"conflict_mask needs a finite tau >= 0, got {tau!r}.")
@@ -126,12 +145,7 @@ def split_conflict_variance(
             f"split_conflict_variance kind={kind!r} is unknown; choose one of {VARIANCE_KINDS}."
         )
     for name, g in (("grads_a", grads_a), ("grads_b", grads_b)):
-        _check_stack(g)
-        if not g.dtype.is_floating_point:
-            raise TypeError(
-                f"split_conflict_variance: {name} has dtype {g.dtype}; pass floating-point "
-                f"gradients (e.g. .float())."
-            )
+        _check_stack(g, "split_conflict_variance", name)
     if grads_a.shape != grads_b.shape:
         raise ValueError(
             f"split_conflict_variance: grads_a {tuple(grads_a.shape)} and grads_b "

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from iga.core.checks import check_finite, check_real_tensor
 from iga.core.config import SVD_METHODS
 
 # method="auto" uses the randomized SVD when the smaller side of the matrix is at
@@ -41,6 +42,9 @@ class LoRAFactors:
     B: torch.Tensor
     scale: float
 
+    def __post_init__(self) -> None:
+        check_lora_factors(self.B, self.A, self.scale, "LoRAFactors")
+
     @property
     def rank(self) -> int:
         return self.A.shape[0]
@@ -51,6 +55,29 @@ class LoRAGrads(NamedTuple):
 
     A: torch.Tensor
     B: torch.Tensor
+
+
+def check_lora_factors(B: torch.Tensor, A: torch.Tensor, scale: float, where: str) -> None:
+    """Shapes, ranks and dtypes of ``dW = s B A`` agree: ``B`` (out, r), ``A`` (r, in)."""
+    check_real_tensor(A, where, "A")
+    check_real_tensor(B, where, "B")
+    if A.dim() != 2 or B.dim() != 2:
+        raise ValueError(
+            f"{where}: LoRA factors must be matrices, B (out, r) and A (r, in); got B "
+            f"{tuple(B.shape)} and A {tuple(A.shape)}."
+        )
+    if A.shape[0] != B.shape[1]:
+        raise ValueError(
+            f"{where}: LoRA ranks disagree: A {tuple(A.shape)} has rank {A.shape[0]} but B "
+            f"{tuple(B.shape)} has rank {B.shape[1]}; pass A (r, in) and B (out, r) of one "
+            "layer (peft: lora_A.weight and lora_B.weight)."
+        )
+    if A.dtype != B.dtype:
+        raise TypeError(
+            f"{where}: A is {A.dtype} but B is {B.dtype}; cast both factors to one dtype."
+        )
+    if not isinstance(scale, (int, float)) or not float("-inf") < float(scale) < float("inf"):
+        raise ValueError(f"{where}: the LoRA scale must be a finite number, got {scale!r}.")
 
 
 def _use_randomized(m: int, n: int, rank: int) -> bool:
@@ -93,6 +120,7 @@ def project_low_rank(
     ``min(m, n) >= RANDOMIZED_MIN_DIM`` and ``4 * (rank + RANDOMIZED_OVERSAMPLE)
     <= min(m, n)``; pass a seeded ``generator`` to make it reproducible.
     """
+    check_real_tensor(matrix, "project_low_rank", "matrix")
     if matrix.dim() < 2:
         raise ValueError(
             f"project_low_rank needs a (..., m, n) tensor, got shape {tuple(matrix.shape)}."
@@ -103,6 +131,7 @@ def project_low_rank(
         raise ValueError(
             f"project_low_rank method={method!r} is unknown; choose one of {SVD_METHODS}."
         )
+    check_finite(matrix, "project_low_rank", "matrix")
     m, n = matrix.shape[-2:]
     if rank >= min(m, n):
         return matrix
@@ -144,8 +173,21 @@ def lora_factor_grads(
 ) -> LoRAGrads:
     """Chain rule for ``dW = scale * B A``: ``(s B^T G, s G A^T)`` as ``LoRAGrads(A, B)``.
 
-    ``grad_w`` (..., out, in), ``B`` (out, r), ``A`` (r, in).
+    ``grad_w`` (..., out, in), ``B`` (out, r), ``A`` (r, in); ranks, sides and dtypes
+    must agree (a ``ValueError``/``TypeError`` says which does not).
     """
+    check_lora_factors(B, A, scale, "lora_factor_grads")
+    check_real_tensor(grad_w, "lora_factor_grads", "grad_w")
+    if grad_w.dim() < 2 or tuple(grad_w.shape[-2:]) != (B.shape[0], A.shape[1]):
+        raise ValueError(
+            f"lora_factor_grads: grad_w {tuple(grad_w.shape)} must end in (out, in) = "
+            f"({B.shape[0]}, {A.shape[1]}), the shape of B A."
+        )
+    if grad_w.dtype != A.dtype:
+        raise TypeError(
+            f"lora_factor_grads: grad_w is {grad_w.dtype} but the factors are {A.dtype}; cast "
+            "them to one dtype."
+        )
     grad_b = scale * grad_w @ A.mT  # (..., out, r)
     grad_a = scale * B.mT @ grad_w  # (..., r, in)
     return LoRAGrads(A=grad_a, B=grad_b)
