@@ -22,6 +22,7 @@ from iga.core.losses import completion_token_losses, domain_mean_loss
 from iga.distill.data import IsomerCollator, IsomerDataset
 from iga.distill.pretrain import BaseConfig
 from iga.distill.run import DistillConfig, distill, load_student_base, load_training_sets
+from iga.distill.rundir import RunFolderError
 from iga.distill.student import StudentConfig
 
 TINY_BASE = BaseConfig(
@@ -179,7 +180,7 @@ def test_finished_run_is_not_overwritten(tmp_path):
     )
     distill(config, show_progress=False)
     before = (tmp_path / "run" / "summary.json").read_text()
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         distill(config, show_progress=False)
     assert (tmp_path / "run" / "summary.json").read_text() == before
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+from iga.distill import configio, rundir
 from iga.distill.run import DistillConfig, distill, load_eval_sets, write_eval
 
 _CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
@@ -75,13 +77,40 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     return config
 
 
+def _fail(command: str, err: BaseException) -> int:
+    """One line on stderr naming what was wrong (the errors name the file or flag); exit 2."""
+    print(f"iga {command}: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
+    return 2
+
+
+# What a user's input can make go wrong: bad flags and files (ValueError and its kinds:
+# RunFolderError, ConfigFileError, IsomerFormatError, UnicodeDecodeError, ...) and the
+# file system (OSError). Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError)
+
+
+def resume_config(given: DistillConfig) -> DistillConfig:
+    """On ``--resume``: flags left at their defaults take the run's stored values, so
+    ``iga distill --resume --out RUN`` continues RUN as it was started; a flag given
+    with another value than the stored one stays and ``distill`` reports the difference."""
+    path = Path(given.out) / rundir.CONFIG_FILE
+    if not path.is_file():
+        return given
+    stored = configio.read_config(DistillConfig, path).to_dict()
+    merged = configio.merge_given(stored, given.to_dict(), DistillConfig().to_dict())
+    return DistillConfig.from_dict(merged, str(path))
+
+
 def _distill(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
+        if args.resume:
+            config = resume_config(config)
         summary = distill(config, resume=args.resume)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        print(f"iga distill: error: {err}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as err:
+        return _fail("distill", err)
+    if summary.get("already_finished"):
+        print(f"{config.out} already holds a finished run; nothing to do.")
     print(format_summary(summary))
     return 0
 
@@ -101,27 +130,82 @@ def format_summary(summary: dict) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    try:
+        return _eval_run(args)
+    except EXPECTED_ERRORS as err:
+        return _fail("eval", err)
+
+
+def stored_run_config(run: Path) -> DistillConfig:
+    """The config a run was trained with, checked against what its summary recorded.
+
+    The student is rebuilt from the stored config (``from_dict``, every nested config
+    included); if the run's summary names another base student than the one the
+    config describes, the run folder is inconsistent and evaluation refuses it.
+    """
+    if not run.is_dir():
+        raise rundir.RunFolderError(f"{run}: no such run folder.")
+    cfg_path = run / rundir.CONFIG_FILE
+    if not cfg_path.is_file():
+        raise rundir.RunFolderError(f"{run} is not a run folder (no {rundir.CONFIG_FILE}).")
+    config = configio.read_config(DistillConfig, cfg_path)
+    summary_path = run / rundir.SUMMARY_FILE
+    if config.student is None and summary_path.is_file():
+        summary = rundir.read_json_object(summary_path)
+        recorded = summary.get("base_key") or _base_key_in(summary.get("student", ""))
+        if recorded is not None and recorded != config.base.key():
+            raise rundir.RunFolderError(
+                f"{summary_path} says the run was trained on base student {recorded}, but "
+                f"{cfg_path} describes base {config.base.key()}; the folder mixes two runs. "
+                "Retrain the run, or restore its distill_config.json."
+            )
+    return config
+
+
+def _base_key_in(source: str) -> str | None:
+    match = re.search(r"\(base ([0-9a-f]{16})\)", source)
+    return match.group(1) if match else None
+
+
+def _eval_run(args: argparse.Namespace) -> int:
     from peft import PeftModel
 
     from iga.distill.evaluate import evaluate
-    from iga.isomers import read_sets
-
-    run = Path(args.run)
-    cfg_path = run / "distill_config.json"
-    if not cfg_path.is_file():
-        print(
-            f"iga eval: error: {run} is not a run folder (no distill_config.json).", file=sys.stderr
-        )
-        return 2
-    raw = json.loads(cfg_path.read_text())
-    config = DistillConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "base"}
-    )
+    from iga.distill.pretrain import cache_root
     from iga.distill.run import load_student_base
+    from iga.isomers.io import read_sets_located
 
-    base, tokenizer = load_student_base(config, show_progress=False)
-    model = PeftModel.from_pretrained(base, run / "adapter")
-    sets = read_sets(args.sets) if args.sets else load_eval_sets(config)
+    sizes = {"--max-new-tokens": args.max_new_tokens, "--batch-size": args.batch_size}
+    for flag, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
+    if args.json:
+        rundir.check_output_file(Path(args.json), "--json")
+    run = Path(args.run)
+    config = stored_run_config(run)
+    adapter = run / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise rundir.RunFolderError(
+            f"{run} has no adapter ({adapter}/adapter_config.json): the run has not finished. "
+            f"Continue it with `iga distill --resume --out {run}`."
+        )
+    sets = [s for s, _ in read_sets_located(args.sets)] if args.sets else load_eval_sets(config)
+    cached = (cache_root() / "base" / config.base.key() / "done").is_file()
+    building = config.student is None and not cached
+    if building:
+        print(
+            f"iga eval: note: the run's base student {config.base.key()} is not in the cache "
+            f"({cache_root()}); building it now ({config.base.steps} steps).",
+            file=sys.stderr,
+        )
+    base, tokenizer = load_student_base(config, show_progress=building)
+    try:
+        model = PeftModel.from_pretrained(base, adapter)
+    except (RuntimeError, ValueError, OSError, KeyError) as err:
+        raise rundir.RunFolderError(
+            f"{adapter} does not fit the student its run config describes "
+            f"({' '.join(str(err).splitlines())[:300]}); the folder is damaged or mixed."
+        ) from err
     result = evaluate(
         model,
         tokenizer,
@@ -144,12 +228,23 @@ DEMO_TABLE_HEADER = (
 
 
 def _demo(args: argparse.Namespace) -> int:
+    try:
+        rundir.check_output_dir(Path(args.out), "--out")
+        configs = [
+            DistillConfig(method=m, out=str(Path(args.out) / m), seed=args.seed, steps=args.steps)
+            for m in ("erm", "iga")
+        ]
+        return _demo_runs(args, configs)
+    except EXPECTED_ERRORS as err:
+        return _fail("demo", err)
+
+
+def _demo_runs(args: argparse.Namespace, configs: list[DistillConfig]) -> int:
     start = time.perf_counter()
     rows, results = [], {}
-    for method in ("erm", "iga"):
-        out = Path(args.out) / method
-        config = DistillConfig(method=method, out=str(out), seed=args.seed, steps=args.steps)
-        summary = distill(config, resume=True)
+    for config in configs:
+        method = config.method
+        summary = distill(config, resume=True)  # a finished run is reused, not retrained
         results[method] = summary
         e = summary["eval"]
         rows.append(
@@ -170,7 +265,7 @@ def _demo(args: argparse.Namespace) -> int:
         ]
         print(f"  {family:<11} " + "   ".join(cells))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; runs in {args.out}/erm and {args.out}/iga")
-    Path(args.out, "demo.json").write_text(json.dumps(results, indent=2))
+    rundir.write_atomic(Path(args.out, "demo.json"), json.dumps(results, indent=2))
     return 0
 
 

@@ -21,6 +21,23 @@ from iga.core.losses import IGNORE_INDEX  # noqa: F401 (re-exported)
 from iga.isomers import IsomerSet
 
 
+def check_unique_sets(located: Sequence[tuple[IsomerSet, str]]) -> None:
+    """``ValueError`` naming both places if a ``set_id`` occurs twice across the files.
+
+    ``located`` pairs each set with where it was read (``file:line``). The validator
+    catches duplicates within one file; the same sets given twice (``--sets a,a``)
+    would otherwise train as twice as many.
+    """
+    first: dict[str, str] = {}
+    for s, where in located:
+        if s.set_id in first:
+            raise ValueError(
+                f"--sets: set {s.set_id!r} occurs twice, at {first[s.set_id]} and {where}; "
+                "give each file once and keep set ids unique across files."
+            )
+        first[s.set_id] = where
+
+
 def prompt_text(prompt: str) -> str:
     """What the student sees before it starts to answer (also used at evaluation)."""
     return prompt.strip() + "\n"

@@ -173,6 +173,17 @@ def load_or_build_base(config: BaseConfig, show_progress: bool = True):
         tmp.rename(path)
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-    model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True, local_files_only=True)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    try:
+        model = LlamaForCausalLM.from_pretrained(path, use_safetensors=True, local_files_only=True)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # safetensors, tokenizers and json each raise their own types
+        lines = str(err).strip().splitlines()
+        raise CorruptCacheEntry(
+            f"the cached base student {path} is unreadable ({type(err).__name__}: "
+            f"{lines[0] if lines else ''}); delete that folder and rerun to rebuild it."
+        ) from err
     return model, tokenizer, path
+
+
+class CorruptCacheEntry(ValueError):
+    """A finished base-cache entry cannot be loaded; the message names the folder."""

@@ -9,7 +9,10 @@ newest complete checkpoint to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +21,8 @@ import torch
 
 from iga.core.config import TRAINER_METHODS as METHODS
 from iga.core.config import IGAConfig
-from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill import configio, rundir
+from iga.distill.data import IsomerCollator, IsomerDataset, check_unique_sets
 from iga.distill.evaluate import EvalResult, evaluate
 from iga.distill.pretrain import BaseConfig, load_or_build_base
 from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
@@ -27,8 +31,8 @@ from iga.isomers import (
     DEFAULT_TRAIN_DOMAINS,
     FAMILIES,
     generate_sets,
-    read_sets,
 )
+from iga.isomers.io import read_sets_located
 
 EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
 
@@ -82,11 +86,34 @@ class DistillConfig:
         if overlap:
             raise ValueError(f"domains {sorted(overlap)} are both training and held-out.")
         self.iga_config()  # rejects a bad tau, variance, projection... before any work
-        for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps"):
+        for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}."
                 )
+        if self.evaluate and self.n_eval_sets < 1:
+            raise ValueError(
+                f"--n-eval-sets must be >= 1 (or pass --no-eval), got {self.n_eval_sets}."
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {self.lr}.")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"--kd-weight must lie in [0, 1], got {self.kd_weight}.")
+        if self.kd_weight > 0 and self.teacher is None:
+            raise ValueError(
+                f"--kd-weight {self.kd_weight} needs --teacher PATH, a local Hugging Face model "
+                "sharing the student's vocabulary: the symbolic teacher writes rationales but "
+                "has no token distribution to distil. Add --teacher or drop --kd-weight."
+            )
+
+    def to_dict(self) -> dict:
+        """Every field, nested configs as dicts (JSON-ready); ``from_dict`` inverts it."""
+        return configio.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "DistillConfig") -> DistillConfig:
+        """The config ``to_dict`` wrote; a bad key or value names ``where`` and the key."""
+        return configio.from_dict(cls, data, where)
 
     def iga_config(self) -> IGAConfig:
         """The IGA step's configuration (validated)."""
@@ -104,7 +131,9 @@ class DistillConfig:
 
 def load_training_sets(config: DistillConfig) -> list:
     if config.sets:
-        return [s for path in config.sets for s in read_sets(path)]
+        located = [(s, where) for path in config.sets for s, where in read_sets_located(path)]
+        check_unique_sets(located)  # the same set in two files (or one file twice)
+        return [s for s, _ in located]
     domains = [*config.train_domains, *config.heldout_domains]
     return [
         s
@@ -138,9 +167,8 @@ def load_student(config: DistillConfig, show_progress: bool = True):
 
 
 def newest_checkpoint(out: Path) -> str | None:
-    """The latest checkpoint folder whose trainer state was fully written, if any."""
-    done = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+    """The latest complete checkpoint folder (broken ones skipped), if any."""
+    return rundir.newest_checkpoint(out)[0]
 
 
 def training_arguments(config: DistillConfig):
@@ -166,7 +194,9 @@ def training_arguments(config: DistillConfig):
         weight_decay=0.0,
         max_grad_norm=1.0,
         optim="adamw_torch",
-        logging_steps=max(1, config.steps // 10),
+        # A divisor of save_steps: every checkpoint then closes a logging window, so the
+        # losses it stores cover its steps exactly (rundir.whole_run_loss).
+        logging_steps=math.gcd(max(1, config.steps // 10), config.save_steps),
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
@@ -179,26 +209,48 @@ def training_arguments(config: DistillConfig):
     )
 
 
+def _note(text: str) -> None:
+    print(f"iga distill: note: {text}", file=sys.stderr)
+
+
 def distill(config: DistillConfig, resume: bool = False, show_progress: bool = True) -> dict:
-    """Train (or resume) one run; returns its summary (also written to ``out/summary.json``)."""
+    """Train (or resume) one run; returns its summary (also written to ``out/summary.json``).
+
+    The run folder is a unit (``iga.distill.rundir``): locked against a second writer,
+    its stored config compared with ``config`` on ``resume``, a finished run resumed is a
+    no-op returning the stored summary (with ``"already_finished": True``), and nothing is
+    written to ``out`` before the student, data and trainer are built.
+    """
+    from accelerate import PartialState
+
     from iga.distill.trainer import IGATrainer
 
     out = Path(config.out)
-    checkpoint = newest_checkpoint(out) if resume else None
-    if not resume and (out / "summary.json").exists():
-        raise FileExistsError(
-            f"{out} already holds a finished run; pass --resume to continue it "
-            "or choose another --out."
-        )
-    from accelerate import PartialState
-
+    rundir.inspect_run(out, config.to_dict(), resume)  # read-only: fail before any work
     args = training_arguments(config)
     args.disable_tqdm = not show_progress
     # Under `accelerate launch` / torchrun every process runs this function. The main
     # process builds the cached base student and the teacher cache first; the others
-    # then read them. Only the main process writes to `out` and evaluates.
+    # then read them. Only the main process locks and writes `out`, and evaluates.
     _ = args.device  # sets up the process group the Trainer will use
     state = PartialState()
+    lock = rundir.RunLock(out) if state.is_main_process else contextlib.nullcontext()
+    with lock:
+        folder = rundir.inspect_run(out, config.to_dict(), resume)  # again, now under the lock
+        if folder.finished is not None:
+            if show_progress and state.is_main_process:
+                _note(
+                    f"{out} holds a finished run ({folder.finished.get('steps')} steps); "
+                    "nothing to do (evaluate it with `iga eval`)."
+                )
+            return {**folder.finished, "already_finished": True}
+        for text in folder.notes:
+            _note(text)
+        return _train(config, folder.checkpoint, args, state, IGATrainer, show_progress)
+
+
+def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
+    out = Path(config.out)
     with state.main_process_first():
         model, tokenizer, source = load_student(config, show_progress and state.is_main_process)
         sets = load_training_sets(config)
@@ -212,36 +264,57 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
                 out / "teacher_cache.jsonl",
                 trust_remote_code=config.trust_remote_code,
             )
+    teacher_model = None
+    if config.kd_weight > 0:
+        from iga.distill.kd import check_logit_widths, load_kd_teacher
+
+        teacher_model = load_kd_teacher(config.teacher, tokenizer, config.trust_remote_code)
+        check_logit_widths(teacher_model, model)
+        teacher_model.to(args.device)
     dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
-    trainer = IGATrainer(
+    from iga.distill.runclock import RunClock
+
+    clock = RunClock(RunClock.stored_seconds(checkpoint))
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=IsomerCollator(tokenizer.pad_token_id),
         num_domains=len(config.train_domains),
+        teacher_model=teacher_model,
+        callbacks=[clock],
     )
     # Only now, with the student, data and trainer built, is anything written to `out`,
     # so a bad flag on --resume cannot clobber a run's files.
     if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
+        rundir.write_atomic(out / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
+    start_step = _checkpoint_step(checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
+    session = time.perf_counter() - start
     if state.is_main_process:
         model.save_pretrained(out / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(out / "adapter")
+    steps = trainer.state.global_step
+    seconds = clock.total()
     summary = {
         "method": config.method,
         "student": source,
+        "base_key": config.base.key() if config.student is None else None,
         "train_sets": len(dataset),
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "steps": steps,
+        # Over the whole run, also after a resume (rundir.whole_run_loss, RunClock).
+        "train_loss": rundir.whole_run_loss(
+            trainer.state.log_history, start_step, result.training_loss, steps
+        ),
         "final_loss": next(
             (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
         ),
         "train_seconds": seconds,
-        "seconds_per_step": seconds / max(1, trainer.state.global_step),
+        "seconds_per_step": seconds / max(1, steps),
+        "session_seconds": session,
+        "session_steps": steps - start_step,
+        "kd_weight": config.kd_weight,
         "resumed_from": checkpoint,
     }
     if not state.is_main_process:
@@ -257,9 +330,15 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
         )
         summary["eval"] = ev.to_dict()
         write_eval(out / "eval.json", ev)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    rundir.write_atomic(out / rundir.SUMMARY_FILE, json.dumps(summary, indent=2))
     return summary
 
 
+def _checkpoint_step(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
 def write_eval(path: Path, result: EvalResult) -> None:
-    path.write_text(json.dumps(result.to_dict(with_examples=True), indent=2))
+    rundir.write_atomic(Path(path), json.dumps(result.to_dict(with_examples=True), indent=2))

@@ -120,11 +120,30 @@ def load_local_model(path: str | Path, trust_remote_code: bool = False):
             "saved with save_pretrained; nothing is downloaded from a hub."
         )
     kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{path}: no readable tokenizer ({_first_line(err)}). The folder needs the files "
+            "of tokenizer.save_pretrained (tokenizer.json or tokenizer_config.json and its "
+            "vocabulary)."
+        ) from err
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise ValueError(
+            f"{path}: no readable safetensors weights ({_first_line(err)}). The folder needs "
+            "model.safetensors (or shards with model.safetensors.index.json) saved by "
+            "save_pretrained(safe_serialization=True)."
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def linear_module_names(model: torch.nn.Module) -> set[str]:
