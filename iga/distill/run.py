@@ -252,8 +252,8 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
 def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
     out = Path(config.out)
     with state.main_process_first():
+        sets = load_training_sets(config)  # first: a bad --sets file fails in a moment
         model, tokenizer, source = load_student(config, show_progress and state.is_main_process)
-        sets = load_training_sets(config)
         if config.teacher is not None:
             from iga.distill.teacher_hf import teacher_rationales
 
