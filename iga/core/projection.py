@@ -16,6 +16,7 @@ docs/design.md section 2):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -57,26 +58,38 @@ class LoRAGrads(NamedTuple):
     B: torch.Tensor
 
 
-def check_lora_factors(B: torch.Tensor, A: torch.Tensor, scale: float, where: str) -> None:
-    """Shapes, ranks and dtypes of ``dW = s B A`` agree: ``B`` (out, r), ``A`` (r, in)."""
+def check_lora_factors(
+    B: torch.Tensor, A: torch.Tensor, scale: float, where: str, batched: bool = False
+) -> None:
+    """Shapes, ranks and dtypes of ``dW = s B A`` agree: ``B`` (out, r), ``A`` (r, in).
+
+    With ``batched``, both may carry the same leading dimensions: (..., out, r), (..., r, in).
+    """
     check_real_tensor(A, where, "A")
     check_real_tensor(B, where, "B")
-    if A.dim() != 2 or B.dim() != 2:
+    matrices = A.dim() == 2 and B.dim() == 2
+    stacks = batched and A.dim() >= 2 and A.shape[:-2] == B.shape[:-2] and A.dim() == B.dim()
+    if not (matrices or stacks):
+        shapes = "(..., out, r) and (..., r, in)" if batched else "(out, r) and (r, in)"
         raise ValueError(
-            f"{where}: LoRA factors must be matrices, B (out, r) and A (r, in); got B "
-            f"{tuple(B.shape)} and A {tuple(A.shape)}."
+            f"{where}: LoRA factors must be B {shapes}; got B {tuple(B.shape)} and A "
+            f"{tuple(A.shape)}."
         )
-    if A.shape[0] != B.shape[1]:
+    if A.shape[-2] != B.shape[-1]:
         raise ValueError(
-            f"{where}: LoRA ranks disagree: A {tuple(A.shape)} has rank {A.shape[0]} but B "
-            f"{tuple(B.shape)} has rank {B.shape[1]}; pass A (r, in) and B (out, r) of one "
+            f"{where}: LoRA ranks disagree: A {tuple(A.shape)} has rank {A.shape[-2]} but B "
+            f"{tuple(B.shape)} has rank {B.shape[-1]}; pass A (r, in) and B (out, r) of one "
             "layer (peft: lora_A.weight and lora_B.weight)."
         )
     if A.dtype != B.dtype:
         raise TypeError(
             f"{where}: A is {A.dtype} but B is {B.dtype}; cast both factors to one dtype."
         )
-    if not isinstance(scale, (int, float)) or not float("-inf") < float(scale) < float("inf"):
+    try:
+        finite = math.isfinite(float(scale))
+    except (TypeError, ValueError, RuntimeError):  # not a number, or a tensor of many
+        finite = False
+    if not finite:
         raise ValueError(f"{where}: the LoRA scale must be a finite number, got {scale!r}.")
 
 
@@ -173,15 +186,15 @@ def lora_factor_grads(
 ) -> LoRAGrads:
     """Chain rule for ``dW = scale * B A``: ``(s B^T G, s G A^T)`` as ``LoRAGrads(A, B)``.
 
-    ``grad_w`` (..., out, in), ``B`` (out, r), ``A`` (r, in); ranks, sides and dtypes
+    ``grad_w`` (..., out, in), ``B`` (..., out, r), ``A`` (..., r, in); ranks, sides and dtypes
     must agree (a ``ValueError``/``TypeError`` says which does not).
     """
-    check_lora_factors(B, A, scale, "lora_factor_grads")
+    check_lora_factors(B, A, scale, "lora_factor_grads", batched=True)
     check_real_tensor(grad_w, "lora_factor_grads", "grad_w")
-    if grad_w.dim() < 2 or tuple(grad_w.shape[-2:]) != (B.shape[0], A.shape[1]):
+    if grad_w.dim() < 2 or tuple(grad_w.shape[-2:]) != (B.shape[-2], A.shape[-1]):
         raise ValueError(
             f"lora_factor_grads: grad_w {tuple(grad_w.shape)} must end in (out, in) = "
-            f"({B.shape[0]}, {A.shape[1]}), the shape of B A."
+            f"({B.shape[-2]}, {A.shape[-1]}), the shape of B A."
         )
     if grad_w.dtype != A.dtype:
         raise TypeError(
