@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from empirical.runner import run_stages
-    from empirical.suites import Suite, check_subset, get_suite
+    from empirical.suites import check_subset, get_suite
 
     try:
         suite = get_suite(args.suite, args.seeds, args.scale)
@@ -64,8 +64,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"iga experiments run: error: {err}", file=sys.stderr)
         return 2
     out = args.out or DEFAULT_ROOT / suite.name
-    if (out / "suite.json").is_file():
-        saved = Suite.load(out)
+    from empirical.table import TableInputError, load_suite
+    from iga.outputs import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(out, "--out")
+        saved = load_suite(out) if (out / "suite.json").is_file() else None
+    except (TableInputError, OutputPathError) as err:
+        print(f"iga experiments run: error: {err}", file=sys.stderr)
+        return 2
+    if saved is not None:
         if saved == suite:  # resume: keep the defaults frozen at the first sitting
             suite = replace(suite, resolved=saved.resolved)
         else:
@@ -84,16 +92,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from empirical.table import build, latex, markdown, write_json
+    from empirical.table import TableInputError, build, latex, markdown, write_json
+    from iga.outputs import OutputPathError, check_output_file
 
-    if not (args.records / "suite.json").is_file():
-        print(
-            f"iga experiments table: error: {args.records}/suite.json not found; point "
-            "--records at a folder written by 'iga experiments run'.",
-            file=sys.stderr,
-        )
+    try:
+        for flag, path in (("--json", args.json), ("--latex", args.latex)):
+            if path is not None:
+                check_output_file(path, flag)
+        result = build(args.records, args.alpha)
+    except (TableInputError, OutputPathError) as err:
+        print(f"iga experiments table: error: {err}", file=sys.stderr)
         return 2
-    result = build(args.records, args.alpha)
+    for note in result["skipped"]:
+        print(f"iga experiments table: skipped corrupt record {note}", file=sys.stderr)
     print(markdown(result))
     if args.json:
         write_json(result, args.json)

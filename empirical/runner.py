@@ -122,16 +122,38 @@ def read_record(out: Path, job: Job) -> dict | None:
     return json.loads(lines[-1]) if lines else None
 
 
-def load_records(out: Path) -> list[dict]:
-    """The last record of every finished run under ``out/runs``."""
+def load_records(out: Path, skipped: list[str] | None = None) -> list[dict]:
+    """The last record of every finished run under ``out/runs``.
+
+    With a ``skipped`` list, a corrupt record (unreadable, not JSON, fields missing) is
+    noted there (``file: reason``) and left out instead of raising (issue 18).
+    """
     records = []
     for folder in sorted((Path(out) / RECORDS_DIR).glob("*")):
         path = folder / "record.jsonl"
         if (folder / "done").is_file() and path.is_file():
-            lines = path.read_text().strip().splitlines()
-            if lines:
-                records.append(json.loads(lines[-1]))
+            try:
+                lines = path.read_text(encoding="utf-8").strip().splitlines()
+                record = json.loads(lines[-1]) if lines else None
+                if record is not None and not _is_record(record):
+                    raise ValueError("not a run record (needs key, job, test, val, train)")
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                if skipped is None:
+                    raise
+                skipped.append(f"{path}: {type(err).__name__}: {err}")
+                continue
+            if record is not None:
+                records.append(record)
     return records
+
+
+def _is_record(record) -> bool:
+    fields = ("job", "test", "val", "train")
+    return (
+        isinstance(record, dict)
+        and "key" in record
+        and all(isinstance(record.get(f), dict) for f in fields)
+    )
 
 
 # ----- one run -----------------------------------------------------------------------------

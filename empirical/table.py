@@ -42,10 +42,33 @@ def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[
     return cells
 
 
+class TableInputError(ValueError):
+    """The records folder cannot give a table; the message names the file."""
+
+
+def load_suite(records_dir: Path) -> Suite:
+    """``records_dir/suite.json``; a missing or corrupt file is a ``TableInputError``."""
+    path = Path(records_dir) / "suite.json"
+    if not path.is_file():
+        raise TableInputError(
+            f"{path} not found; point --records at a folder written by 'iga experiments run'."
+        )
+    try:
+        return Suite.load(records_dir)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise TableInputError(
+            f"{path} is corrupt ({type(err).__name__}: {err}); restore it, or rerun "
+            "'iga experiments run' with the same suite to rewrite it."
+        ) from err
+
+
 def build(records_dir: Path, alpha: float = 0.05) -> dict:
+    """Every table from the records; corrupt records are left out and listed in
+    ``result["skipped"]`` (the table says so), a corrupt ``suite.json`` is an error."""
     records_dir = Path(records_dir)
-    suite = Suite.load(records_dir)
-    records = load_records(records_dir)
+    suite = load_suite(records_dir)
+    skipped: list[str] = []
+    records = load_records(records_dir, skipped)
     cells = main_cells(records, suite)
     main: dict[str, dict] = {}
     for name, (_, get) in METRICS.items():
@@ -107,6 +130,7 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
         "benchmarks": list(suite.benchmarks),
         "methods": list(suite.methods),
         "alpha": alpha,
+        "skipped": skipped,
     }
 
 
@@ -132,6 +156,12 @@ def markdown(result: dict) -> str:
         "(n per cell in the JSON).",
         "",
     ]
+    if result.get("skipped"):
+        lines += [
+            f"Skipped {len(result['skipped'])} corrupt record(s), not in any cell: "
+            + "; ".join(result["skipped"]),
+            "",
+        ]
     for metric, rows in result["main"].items():
         d = _digits(metric)
         lines += [f"### {METRICS[metric][0]}", "", "| method | " + " | ".join(b) + " | mean |"]

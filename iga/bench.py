@@ -31,10 +31,12 @@ import gc
 import json
 import os
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -417,6 +419,14 @@ def _main(args: argparse.Namespace) -> int:
         if unknown:
             raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
         cfg.methods = ["erm", *[m for m in args.methods if m != "erm"]]
+    if args.json:
+        from iga.outputs import OutputPathError, check_output_file
+
+        try:  # before minutes of timing, not after
+            check_output_file(Path(args.json), "--json")
+        except OutputPathError as err:
+            print(f"iga bench step: error: {err}", file=sys.stderr)
+            return 2
     report = run_bench(cfg, memory=not args.no_memory)
     print(format_report(report))
     if args.json:

@@ -51,8 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from iga.outputs import OutputPathError, check_output_dir
     from paper_figures.build import Sources, build, write  # matplotlib: only when building
 
+    try:  # before the build, not after it
+        check_output_dir(args.out, "--out")
+        if args.readme is not None and not args.readme.is_file():
+            raise OutputPathError(f"--readme {args.readme}: no such file.")
+    except OutputPathError as err:
+        print(f"iga figures: error: {err}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     result = build(Sources(args.theory, args.empirical, args.bench))
     write(result, args.out)

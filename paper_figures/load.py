@@ -46,9 +46,11 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise MissingInput(f"missing file {rel(path)}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MissingInput(f"{path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise MissingInput(f"{path}: unreadable ({e.strerror or e})") from e
 
 
 def rel(path: Path) -> str:
@@ -222,7 +224,12 @@ def load_empirical(folder: Path) -> Empirical:
     for path in sorted(folder.rglob("*.jsonl")):
         if path.name == "record.jsonl" and not (path.parent / "done").is_file():
             continue  # a run still being written (runner writes ``done`` last)
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            notes.append(f"skipped record file {rel(path)}: unreadable ({e})")
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             where = f"{rel(path)}:{lineno}"

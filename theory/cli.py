@@ -113,6 +113,16 @@ def _payload(results, settings: Settings, args, seconds: float, with_data: bool)
 
 
 def main(args: argparse.Namespace) -> int:
+    from iga.outputs import OutputPathError, check_output_dir, check_output_file
+
+    try:  # before the checks run, not after
+        if args.json:
+            check_output_file(args.json, "--json", make_parents=True)
+        if args.out:
+            check_output_dir(args.out, "--out")
+    except OutputPathError as err:
+        print(f"iga theory: error: {err}", file=sys.stderr)
+        return 2
     settings = Settings.full() if args.mode == "full" else Settings.quick()
     start = time.perf_counter()
     results = run_checks(

@@ -8,6 +8,8 @@ truncate the maths, and a meta tensor has no values at all.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -34,7 +36,7 @@ def check_finite(x: torch.Tensor, where: str, what: str) -> None:
     """``ValueError`` naming ``what`` if ``x`` holds NaN or Inf values."""
     # One reduction first (a finite sum proves every entry finite); the elementwise
     # test only runs when the sum is not finite (NaN/Inf, or an overflowing sum).
-    if x.numel() and not bool(torch.isfinite(x.sum())):
+    if x.numel() and not math.isfinite(float(x.detach().sum())):
         bad = ~torch.isfinite(x)
         if bool(bad.any()):
             raise ValueError(

@@ -77,7 +77,7 @@ def conflict_mask(
     check_real_tensor(variance, "conflict_mask", "variance")
     if variance.numel():
         lo, hi = torch.aminmax(variance.detach())
-        if not (bool(lo >= 0) and bool(torch.isfinite(hi))):
+        if not bool((lo >= 0) & torch.isfinite(hi)):  # NaN fails `lo >= 0`
             v = variance.detach()
             raise ValueError(
                 f"conflict_mask: variance must hold finite values >= 0 (it is V, a variance); "
@@ -85,6 +85,11 @@ def conflict_mask(
                 f"{int((v < 0).sum())} negative value(s) of {v.numel()}. Pass the output of "
                 "conflict_variance or split_conflict_variance."
             )
+    return _mask(variance, tau, floor)
+
+
+def _mask(variance: torch.Tensor, tau: float | torch.Tensor, floor: float) -> torch.Tensor:
+    """``conflict_mask`` without the check of ``variance`` (for a V computed here)."""
     tau_t = torch.as_tensor(tau, dtype=variance.dtype, device=variance.device)
     if bool((tau_t < 0).any()) or not bool(torch.isfinite(tau_t).all()):
         raise ValueError(f"conflict_mask needs a finite tau >= 0, got {tau!r}.")
@@ -106,7 +111,8 @@ def masked_mean(
     floor: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(M * Gbar, M)`` for per-domain gradients (K, *shape); both of shape (*shape)."""
-    mask = conflict_mask(conflict_variance(grads, kind=kind, eps=eps), tau, floor=floor)
+    # conflict_variance checked the gradients, so V is a variance: no second check of it.
+    mask = _mask(conflict_variance(grads, kind=kind, eps=eps), tau, floor)
     return mask * grads.mean(dim=0), mask
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iga.distill.configio import differences
+from iga.outputs import check_output_dir, check_output_file  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "distill_config.json"
 SUMMARY_FILE = "summary.json"
@@ -53,36 +54,6 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def check_output_dir(path: Path, flag: str) -> None:
-    """``RunFolderError`` unless ``path`` is (or can be made) a writable folder."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"{flag} {path}: it is a file, not a folder; choose another {flag}.")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise RunFolderError(
-            f"{flag} {path}: {parent} is a file, so no folder can be made under it; "
-            f"choose another {flag}."
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunFolderError(f"{flag} {path}: {parent} is not writable; choose another {flag}.")
-
-
-def check_output_file(path: Path, flag: str) -> None:
-    """``RunFolderError`` unless a file can be written at ``path`` (checked before work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise RunFolderError(f"{flag} {path}: it is a folder; give a file name.")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        what = "is a file" if parent.exists() else "does not exist"
-        raise RunFolderError(f"{flag} {path}: its folder {parent} {what}; create it first.")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise RunFolderError(f"{flag} {path}: not writable; choose another {flag}.")
 
 
 class RunLock:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from iga.isomers.domains import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, DomainError
@@ -22,6 +23,7 @@ from iga.isomers.io import write_sets
 from iga.isomers.shortcut import HELDOUT_MODES, parse_shortcut
 from iga.isomers.show import markdown_table, side_by_side
 from iga.isomers.validate import validate_file
+from iga.outputs import check_output_file
 
 
 def _knobs_help() -> str:
@@ -47,6 +49,9 @@ def _generate(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     names = domains or [*DEFAULT_TRAIN_DOMAINS, *DEFAULT_HELDOUT_DOMAINS]
     try:
+        if args.n_sets < 1:
+            raise ValueError(f"--n-sets must be >= 1, got {args.n_sets}.")
+        check_output_file(Path(args.out), "--out", make_parents=True)
         knobs = dict(_parse_knob(k) for k in args.knob)
         shortcut = (
             parse_shortcut(args.shortcut, names, args.shortcut_heldout) if args.shortcut else None
@@ -63,7 +68,11 @@ def _generate(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, DomainError) as err:
         print(f"iga isomers generate: error: {err}", file=sys.stderr)
         return 2
-    path = write_sets(args.out, sets)
+    try:
+        path = write_sets(args.out, sets)
+    except OSError as err:
+        print(f"iga isomers generate: error: --out {args.out}: {err.strerror}", file=sys.stderr)
+        return 2
     print(
         f"wrote {len(sets)} {args.family} set(s) x {len(names)} domain(s) "
         f"({', '.join(names)}) to {path}"
@@ -71,13 +80,19 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_error(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start}: {err.reason}); isomer files are UTF-8 JSONL"
+    return str(err.strerror or err) if isinstance(err, OSError) else str(err)
+
+
 def _validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
             report = validate_file(path)
-        except OSError as err:
-            print(f"{path}: cannot read: {err}", file=sys.stderr)
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"{path}: cannot read: {_read_error(err)}", file=sys.stderr)
             status = 2
             continue
         for error in report.errors[: args.max_errors]:
@@ -93,8 +108,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     try:
         report = validate_file(args.file)
-    except OSError as err:
-        print(f"{args.file}: cannot read: {err}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"{args.file}: cannot read: {_read_error(err)}", file=sys.stderr)
         return 2
     if report.errors:
         print(f"note: {report.summary()}; showing valid sets only", file=sys.stderr)
