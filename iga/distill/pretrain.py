@@ -59,8 +59,10 @@ class BaseConfig:
         if isinstance(self.student, dict):
             self.student = StudentConfig(**self.student)
         self.domains = tuple(self.domains)
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"BaseConfig needs steps >= 0, batch_size >= 1, lr > 0; got {self}.")
+        if self.steps < 0:
+            raise ValueError(f"--base-steps must be >= 0, got {self.steps}.")
+        if self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"BaseConfig needs batch_size >= 1 and lr > 0; got {self}.")
         if self.sets_per_family < 1 or self.n_facts < 0:
             raise ValueError(
                 f"BaseConfig needs sets_per_family >= 1 (--base-sets) and n_facts >= 0 "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -73,19 +74,27 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}.")
+            raise ValueError(f"--method: unknown method {self.method!r}; choose one of {METHODS}.")
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {FAMILIES}.")
+            raise ValueError(f"--families: unknown families {unknown}; choose from {FAMILIES}.")
         if len(self.train_domains) < 2 and self.method == "iga":
             raise ValueError(
-                f"IGA needs at least two training domains (got {list(self.train_domains)}): the "
-                "mask compares gradients across domains. Add domains or use --method erm."
+                f"IGA needs at least two training domains (got --train-domains "
+                f"{','.join(self.train_domains)}): the mask compares gradients across domains. "
+                "Add domains or use --method erm."
             )
         overlap = set(self.train_domains) & set(self.heldout_domains)
         if overlap:
-            raise ValueError(f"domains {sorted(overlap)} are both training and held-out.")
-        self.iga_config()  # rejects a bad tau, variance, projection... before any work
+            raise ValueError(
+                f"domains {sorted(overlap)} are both in --train-domains and --heldout-domains."
+            )
+        try:
+            self.iga_config()  # rejects a bad tau, variance, projection... before any work
+        except ValueError as err:  # IGAConfig.tau -> --tau: name the flag the user typed
+            raise ValueError(
+                re.sub(r"IGAConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(err))
+            ) from err
         for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -155,7 +164,10 @@ def load_student_base(config: DistillConfig, show_progress: bool = True):
     if config.student is None:
         model, tokenizer, _ = load_or_build_base(config.base, show_progress)
         return model, tokenizer
-    return load_local_model(config.student, config.trust_remote_code)
+    try:
+        return load_local_model(config.student, config.trust_remote_code)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"--student: {err}") from err
 
 
 def load_student(config: DistillConfig, show_progress: bool = True):
@@ -226,6 +238,12 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
     from iga.distill.trainer import IGATrainer
 
     out = Path(config.out)
+    for flag, path in (("--student", config.student), ("--teacher", config.teacher)):
+        if path is not None and not (Path(path) / "config.json").is_file():
+            raise ValueError(
+                f"{flag} {path}: not a Hugging Face model folder (no config.json). Pass a local "
+                "folder saved with save_pretrained; nothing is downloaded from a hub."
+            )
     rundir.inspect_run(out, config.to_dict(), resume)  # read-only: fail before any work
     args = training_arguments(config)
     args.disable_tqdm = not show_progress

@@ -212,9 +212,8 @@ def inspect_run(out: Path, config: dict, resume: bool) -> RunFolder:
             verb = "resume" if resume else "start"
             raise RunFolderError(
                 f"{stored_path} describes another run, so this one cannot {verb} there; "
-                f"differences: {'; '.join(diff)}. Repeat the run's flags (only "
-                f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE[1:])} may change "
-                "on --resume), or choose another --out."
+                f"differences: {'; '.join(diff)}. Repeat the run's flags (only --no-eval "
+                "may change on --resume), or choose another --out."
             )
     elif resume and (checkpoints or summary_path.exists()):
         raise RunFolderError(

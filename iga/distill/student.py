@@ -179,7 +179,8 @@ def attach_lora(
     )
     if not 1 <= rank <= smallest:
         raise ValueError(
-            f"LoRA rank {rank} must lie in [1, {smallest}] (the smallest targeted layer side)."
+            f"LoRA rank {rank} (--lora-rank) must lie in [1, {smallest}] (the smallest "
+            "targeted layer side)."
         )
     config = LoraConfig(
         r=rank,
