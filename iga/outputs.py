@@ -45,6 +45,8 @@ def check_output_file(path: Path, flag: str, make_parents: bool = False) -> None
     if not parent.is_dir():
         if parent.exists():
             raise OutputPathError(f"{flag} {path}: {parent} is a file, not a folder.")
-        raise OutputPathError(f"{flag} {path}: its folder {parent} does not exist; create it first.")
+        raise OutputPathError(
+            f"{flag} {path}: its folder {parent} does not exist; create it first."
+        )
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputPathError(f"{flag} {path}: not writable; choose another {flag}.")
