@@ -234,6 +234,20 @@ def test_item_8_summary_after_resume_reports_the_whole_run(uninterrupted, interr
     assert resumed["seconds_per_step"] == pytest.approx(resumed["train_seconds"] / 4)
 
 
+def test_resume_on_the_command_line_takes_the_stored_flags(interrupted, capsys):
+    # `iga distill --resume --out RUN` continues RUN as it was started (its tiny base and
+    # sizes are not the defaults), and a second --resume is then a no-op that says so.
+    assert main(["distill", "--resume", "--out", interrupted.out]) == 0
+    summary = json.loads((Path(interrupted.out) / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["base_key"] == TINY_BASE.key()
+    assert summary["method"] == "iga" and summary["resumed_from"].endswith("checkpoint-2")
+    capsys.readouterr()
+    before = snapshot(Path(interrupted.out))
+    assert main(["distill", "--resume", "--out", interrupted.out]) == 0
+    assert "already holds a finished run; nothing to do" in capsys.readouterr().out
+    assert snapshot(Path(interrupted.out)) == before
+
+
 def rundir_seconds(checkpoint: Path) -> float:
     from iga.distill.runclock import RunClock
 
