@@ -240,7 +240,7 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
     out = Path(config.out)
     for flag, path in (("--student", config.student), ("--teacher", config.teacher)):
         if path is not None and not (Path(path) / "config.json").is_file():
-            raise ValueError(
+            raise FileNotFoundError(
                 f"{flag} {path}: not a Hugging Face model folder (no config.json). Pass a local "
                 "folder saved with save_pretrained; nothing is downloaded from a hub."
             )
