@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from iga.cli import main
 from iga.core.config import IGAConfig
@@ -270,6 +271,17 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_previous_one(uninterrupted
     path, notes = rundir.newest_checkpoint(out)
     assert path == str(out / "checkpoint-2")
     assert "checkpoint-4" in notes[0] and "adapter_model.safetensors" in notes[0]
+    # Resumed from checkpoint-2, the run reaches the uninterrupted run's weights.
+    killed = tmp_path / "killed"
+    shutil.copytree(out, killed)
+    shutil.rmtree(killed / "adapter")
+    (killed / "summary.json").unlink()
+    resumed = distill(replace(config, out=str(killed)), resume=True, show_progress=False)
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
+    a = load_file(Path(config.out) / "adapter" / "adapter_model.safetensors")
+    b = load_file(killed / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7)
     (out / "checkpoint-2" / "trainer_state.json").write_text("{not json")
     with pytest.raises(rundir.RunFolderError, match=r"checkpoint-4.*adapter_model"):
         rundir.newest_checkpoint(out)
