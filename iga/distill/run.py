@@ -272,6 +272,13 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
     with state.main_process_first():
         sets = load_training_sets(config)  # first: a bad --sets file fails in a moment
         model, tokenizer, source = load_student(config, show_progress and state.is_main_process)
+        teacher_model = None
+        if config.kd_weight > 0:  # checked before the teacher writes its cache into `out`
+            from iga.distill.kd import check_logit_widths, load_kd_teacher
+
+            teacher_model = load_kd_teacher(config.teacher, tokenizer, config.trust_remote_code)
+            check_logit_widths(teacher_model, model)
+            teacher_model.to(args.device)
         if config.teacher is not None:
             from iga.distill.teacher_hf import teacher_rationales
 
@@ -282,13 +289,6 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
                 out / "teacher_cache.jsonl",
                 trust_remote_code=config.trust_remote_code,
             )
-    teacher_model = None
-    if config.kd_weight > 0:
-        from iga.distill.kd import check_logit_widths, load_kd_teacher
-
-        teacher_model = load_kd_teacher(config.teacher, tokenizer, config.trust_remote_code)
-        check_logit_widths(teacher_model, model)
-        teacher_model.to(args.device)
     dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
     from iga.distill.runclock import RunClock
 
