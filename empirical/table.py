@@ -54,7 +54,7 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
             row = {}
             for b in suite.benchmarks:
                 values = [get(r) for r in cells.get((m, b), {}).values()]
-                mean, half = mean_ci(values)
+                mean, half, _ = mean_ci(values)
                 row[b] = {"mean": mean, "ci": half, "n": len(values)}
             means = [row[b]["mean"] for b in suite.benchmarks]
             complete = all(not math.isnan(x) for x in means)
@@ -85,7 +85,7 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
                 "name": name,
                 "n": len(done),
                 **{
-                    m: dict(zip(("mean", "ci"), mean_ci([METRICS[m][1](r) for r in done])))
+                    m: dict(zip(("mean", "ci"), mean_ci([METRICS[m][1](r) for r in done])[:2]))
                     for m in ("id", "ood", "lcs", "sec_per_step")
                 },
             }

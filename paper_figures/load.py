@@ -172,6 +172,7 @@ class Empirical:
     runs: list[Run]
     notes: list[str]
     suite: str = "full"  # the name in suite.json (the command that made the records)
+    search_seed: int = 0  # the seed hparams were selected on (suite.json)
 
     def sources(self, runs: Iterable[Run] | None = None) -> list[str]:
         """The record files behind ``runs`` (all runs by default), collapsed per folder
@@ -203,11 +204,16 @@ def pick_suite_folder(folder: Path) -> tuple[Path, list[str]]:
     return chosen, [note + (f"; not mixed in: {', '.join(others)}" if others else "")]
 
 
-def _suite_name(folder: Path) -> str:
+def _suite_fields(folder: Path) -> tuple[str, int]:
+    """(name, search seed) from ``suite.json``: the folder's name and seed 0 (the
+    suites' default) where the file or the field is missing."""
     try:
-        return str(json.loads((folder / "suite.json").read_text())["name"])
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
-        return folder.name
+        saved = json.loads((folder / "suite.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return folder.name, 0
+    if not isinstance(saved, dict):
+        return folder.name, 0
+    return str(saved.get("name", folder.name)), int(saved.get("search_seed", 0))
 
 
 def load_empirical(folder: Path) -> Empirical:
@@ -248,7 +254,7 @@ def load_empirical(folder: Path) -> Empirical:
             f"empirical: dropped {len(runs) - scales[keep]} runs at another scale than {keep}"
         )
         runs = [r for r in runs if r.scale == keep]
-    return Empirical(folder, runs, notes, _suite_name(folder))
+    return Empirical(folder, runs, notes, *_suite_fields(folder))
 
 
 # ----------------------------------------------------------------------------- bench
