@@ -41,7 +41,7 @@ class LauncherConfig:
         default=None,
         metadata={
             "help": "submitit only: 'slurm', 'local' (subprocesses on this machine) or "
-            "'debug' (in this process); default: slurm where sbatch exists, else local",
+            "'debug' (in this process); none: slurm where sbatch exists, else local",
             "choices": CLUSTERS,
         },
     )
@@ -68,7 +68,7 @@ class LauncherConfig:
     )
     logs: str | None = field(
         default=None,
-        metadata={"help": "submitit only: folder for its job files and logs (OUT/submitit)"},
+        metadata={"help": "submitit only: folder for its job files and logs (none: OUT/submitit)"},
     )
 
     def __post_init__(self) -> None:
