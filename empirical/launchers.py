@@ -27,7 +27,10 @@ CLUSTERS = ("slurm", "local", "debug")
 
 @dataclass(frozen=True)
 class LauncherConfig:
-    """How ``iga experiments run`` executes runs; every field is one of its flags."""
+    """How ``iga experiments run`` executes runs; every field is one of its flags.
+
+    No GPU option: the empirical loop trains and evaluates on CPU (``empirical/execute.py``
+    never moves the model), so a GPU per run would sit idle."""
 
     launcher: str = field(
         default="local",
@@ -56,9 +59,6 @@ class LauncherConfig:
         default=1,
         metadata={"help": "submitit only: CPU cores (and torch threads) of one run"},
     )
-    gpus_per_node: int = field(
-        default=0, metadata={"help": "submitit only: GPUs of one run (0: CPU only)"}
-    )
     mem_gb: int | None = field(
         default=None, metadata={"help": "submitit only: memory of one run in GB"}
     )
@@ -80,11 +80,8 @@ class LauncherConfig:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}.")
-        if self.gpus_per_node < 0 or (self.mem_gb is not None and self.mem_gb < 1):
-            raise ValueError(
-                f"--gpus-per-node must be >= 0 and --mem-gb >= 1; got {self.gpus_per_node} "
-                f"and {self.mem_gb}."
-            )
+        if self.mem_gb is not None and self.mem_gb < 1:
+            raise ValueError(f"--mem-gb must be >= 1, got {self.mem_gb}.")
         if self.poll_s <= 0:
             raise ValueError(f"--poll-s must be > 0, got {self.poll_s}.")
         if self.launcher == "local":
@@ -174,7 +171,6 @@ class SubmititLauncher(Launcher):
         params = {
             "timeout_min": config.timeout_min,
             "cpus_per_task": config.cpus_per_task,
-            "gpus_per_node": config.gpus_per_node,
             "mem_gb": config.mem_gb,
             "name": "iga-experiments",
         }
