@@ -86,7 +86,6 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from empirical.launchers import make_launcher
-    from empirical.records import load_records, old_contract_count
     from empirical.runner import run_stages
     from empirical.suites import Suite, check_subset, get_suite
 
@@ -118,18 +117,25 @@ def _run(args: argparse.Namespace) -> int:
     suite = suite.resolve()
     suite.save(out)
     start = time.perf_counter()
-    old = old_contract_count(load_records(out))
-    if old:
-        print(
-            f"iga experiments run: note: {old} finished runs in {out} were trained by the loop "
-            "before training contract 2 (no 'training_contract' in their records); they are "
-            "reused, new runs follow iga distill's schedule and batching.",
-            file=sys.stderr,
-        )
+    _note_old_records(out)
     plan = suite.plan(out, args.methods, args.benchmarks, not args.no_ablations)
     run_stages(plan, out, log=lambda s: print(s, flush=True), launcher=launcher)
     print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/records")
     return 0
+
+
+def _note_old_records(out: Path) -> None:
+    """Say so when a sweep reuses records of the loop before the current training contract."""
+    from empirical.records import TRAINING_CONTRACT, load_records, old_contract_count
+
+    old = old_contract_count(load_records(out))
+    if old:
+        print(
+            f"iga experiments run: note: {old} finished runs in {out} were trained by the loop "
+            f"before training contract {TRAINING_CONTRACT} (empirical/PROTOCOL.md); they are "
+            "reused as they are, new runs follow iga distill's schedule and batching.",
+            file=sys.stderr,
+        )
 
 
 def _table(args: argparse.Namespace) -> int:

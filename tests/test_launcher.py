@@ -150,3 +150,19 @@ def test_submitit_local_executor_runs_a_tiny_job_then_resumes(tmp_path, monkeypa
         assert saved["test"][name] == here["test"][name], name
     assert saved["test"]["lcs"] == pytest.approx(here["test"]["lcs"], rel=1e-5)
     assert saved["training_contract"] == here["training_contract"] == 2
+
+
+def test_records_of_the_loop_before_the_contract_are_noted(tmp_path, monkeypatch, capsys):
+    from empirical.cli import _note_old_records
+    from empirical.scheduler import run_jobs
+
+    jobs = [Job("erm", "arithmetic", s, hparams("erm"), TINY_SCALE) for s in (0, 1)]
+    new = lambda job: {**_fake_record(job), "training_contract": 2}  # noqa: E731
+    monkeypatch.setattr(execute_mod, "execute", new)
+    run_jobs(jobs[:1], tmp_path, log=lambda s: None)
+    _note_old_records(tmp_path)
+    assert capsys.readouterr().err == ""  # companion: current records, no note
+    monkeypatch.setattr(execute_mod, "execute", _fake_record)  # no field: the old loop
+    run_jobs(jobs, tmp_path, log=lambda s: None)
+    _note_old_records(tmp_path)
+    assert "note: 1 finished runs" in capsys.readouterr().err
