@@ -98,21 +98,30 @@ def _defaults(runs: Sequence[Run], k_default: int) -> dict[str, dict]:
     return out
 
 
-def _select_main(runs: Iterable[Run], search_seed: int) -> list[Run]:
-    """The runs of the setting the suite selected: ``empirical.selection.select_best`` on
-    each setting's search-seed runs (settings in a fixed order: their sorted hparams)."""
+def _select_main(runs: Iterable[Run], search_seed: int, candidates: list[dict] | None) -> list[Run]:
+    """The runs of the setting the suite selected: ``empirical.selection.select_best`` on the
+    search-seed runs of the suite's ``candidates`` in its order (from suite.json); without
+    them, of every setting present, ordered by its sorted hparams."""
     by_setting: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         by_setting[_hkey(r.hparams)].append(r)
+    if candidates is None:
+        order = sorted(by_setting)
+    else:
+        order = [k for k in (_hkey(hp) for hp in candidates) if k in by_setting]
     searched = []
-    for _, rs in sorted(by_setting.items()):
+    for key in order:
+        rs = by_setting[key]
         search = [r for r in rs if r.seed == search_seed]
         searched.append((rs, [r.val_acc for r in search], [r.val_loss for r in search]))
     return select_best(searched) or []
 
 
-def group_runs(runs: Sequence[Run], search_seed: int = 0) -> Groups:
-    """The roles of ``runs`` (module doc); ``search_seed`` is the suite's (suite.json)."""
+def group_runs(
+    runs: Sequence[Run], search_seed: int = 0, candidates: dict[str, list[dict]] | None = None
+) -> Groups:
+    """The roles of ``runs`` (module doc); ``search_seed`` and ``candidates`` (method -> the
+    hparams searched, in order) are the suite's, from its suite.json where it has them."""
     k_default = Counter(r.K for r in runs).most_common(1)[0][0]
     groups = Groups(k_default, _defaults(runs, k_default))
     cells: dict[tuple[str, str], list[Run]] = defaultdict(list)
@@ -136,8 +145,9 @@ def group_runs(runs: Sequence[Run], search_seed: int = 0) -> Groups:
                 groups.ablations.setdefault(kind, []).append(r)
                 groups.labels[r.key] = name
     studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
-    for cell in sorted(cells):
-        groups.main += _select_main([r for r in cells[cell] if r.key not in studied], search_seed)
+    for (method, _), rs in sorted(cells.items()):
+        searched = (candidates or {}).get(method)
+        groups.main += _select_main([r for r in rs if r.key not in studied], search_seed, searched)
     _drop_incomplete(groups)
     groups.k_sweep = _k_sweep(runs, groups)
     return groups

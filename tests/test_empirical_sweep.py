@@ -393,3 +393,35 @@ def test_iga_command_registers_experiments():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert "experiments" in sub.choices
+
+
+def test_paper_figures_finds_the_setting_the_suite_selected(tmp_path, monkeypatch):
+    """One selection rule: paper_figures, reading only the records and suite.json, picks the
+    suite's choice, on validation (ERM) and on a tie (IGA: the earlier candidate)."""
+    from paper_figures.groups import _hkey, group_runs
+    from paper_figures.load import load_empirical
+
+    suite = _suite(n_draws=2, seeds=(0, 1)).resolve()
+    suite.save(tmp_path)
+    best_erm = suite.candidates("erm")[2]
+
+    def execute(job):  # ERM: the second draw validates best; IGA: every candidate ties
+        val = 0.9 if job.hparams == best_erm else (0.5 if job.method == "iga" else 0.3)
+        return _fake_record(job, val=val, ood=0.9 - val)  # held-out accuracy points the other way
+
+    monkeypatch.setattr(execute_mod, "execute", execute)
+    for _, jobs in suite.stages(tmp_path):
+        run_jobs(jobs, tmp_path, log=lambda s: None)
+    records = load_records(tmp_path)
+    assert select(records, suite, "erm", "arithmetic") == best_erm
+    assert select(records, suite, "iga", "arithmetic") == suite.candidates("iga")[0]
+    emp = load_empirical(tmp_path)
+    groups = group_runs(emp.runs, emp.search_seed, emp.candidates)
+    for m in suite.methods:
+        main = [r for r in groups.main if r.method == m]
+        assert {_hkey(r.hparams) for r in main} == {_hkey(select(records, suite, m, "arithmetic"))}
+        assert sorted(r.seed for r in main) == [0, 1]
+    # Companion: without the suite's candidate order, IGA's tie goes to a search draw that
+    # ran on the search seed only, and the benchmark drops out as incomplete.
+    blind = group_runs(emp.runs, emp.search_seed, None)
+    assert blind.incomplete == {"arithmetic": ["iga"]}
