@@ -24,6 +24,7 @@ from torch import nn
 
 from empirical.methods import alignment, gradients, make_method, penalties
 from empirical.methods.alignment import Fish
+from empirical.methods.erm import ERM
 
 K = 4
 VOCAB, WIDTH, LENGTH = 6, 4, 6
@@ -173,6 +174,25 @@ def assert_fails(check, *args) -> None:
     """The broken companion: the same comparison must fail."""
     with pytest.raises(AssertionError):
         check(*args)
+
+
+# ----- ERM (the control every other comparison builds on) -----------------------------------
+
+
+def erm_oracle(model: TinyLM, step: int) -> list[torch.Tensor]:
+    return grads_of(sum(domain_losses(model)) / K, model)
+
+
+def test_erm_is_the_mean_of_domain_token_means_and_a_pooled_mean_fails(monkeypatch):
+    _, pairs = run("erm", {}, updates=2, oracle=erm_oracle)
+    assert_grads_match(pairs)
+
+    def pooled(self, batch):  # every token alike: weights domains by their token counts
+        ce, mask, _ = self.forward(batch)
+        return (ce * mask).sum() / mask.sum()
+
+    monkeypatch.setattr(ERM, "erm_loss", pooled)
+    assert_fails(assert_grads_match, run("erm", {}, updates=2, oracle=erm_oracle)[1])
 
 
 # ----- IRMv1 ---------------------------------------------------------------------------------
