@@ -12,7 +12,7 @@ from empirical.hparams import hparams
 from empirical.methods import EXTRA_BASELINES, METHODS, PAPER_BASELINES, make_method
 from empirical.methods.alignment import Fishr, KYGradVar
 from empirical.methods.base import concat_domains
-from empirical.methods.penalties import IRMv1
+from empirical.methods.penalties import IRMv1, irm_penalty
 from empirical.runner import split_by_domain
 from iga.core.losses import domain_mean_loss, per_domain_losses
 from iga.distill.data import IsomerCollator, IsomerDataset
@@ -108,7 +108,7 @@ def test_penalties_have_gradients(tiny):
         with sdpa_kernel(SDPBackend.MATH):
             ce, mask, logits = method.forward(batch)
         if cls is IRMv1:
-            penalty = method.irm_penalty(logits, batch)
+            penalty = irm_penalty(logits, batch["labels"], batch["domain_ids"], K)
         else:
             losses = per_domain_losses(ce, mask, batch["domain_ids"], K)
             params = method.params
