@@ -166,3 +166,16 @@ def test_records_of_the_loop_before_the_contract_are_noted(tmp_path, monkeypatch
     run_jobs(jobs, tmp_path, log=lambda s: None)
     _note_old_records(tmp_path)
     assert "note: 1 finished runs" in capsys.readouterr().err
+
+
+def test_submitit_missing_is_a_clear_error_that_writes_nothing(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
+    parser = _parser()
+    args = parser.parse_args(
+        ["experiments", "run", "--out", str(tmp_path / "out"), "--launcher", "submitit"]
+    )
+    assert args.func(args) == 2
+    assert "pip install 'iga[cluster]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
