@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
+
+from empirical.launchers import LauncherConfig
 
 DEFAULT_ROOT = Path("results/empirical")
 
@@ -18,14 +21,41 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in _csv(text)]
 
 
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--flag`` per field of the dataclass ``cls``: help and choices from its metadata,
+    type from its default (a field defaulting to None takes its type from the annotation)."""
+    for f in fields(cls):
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        kind = type(f.default) if f.default is not None else kind
+        default = "none" if f.default is None else f.default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=f.default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "experiments", help="IGA vs baselines on the isomer benchmarks (sweeps and tables)"
     )
     sub = p.add_subparsers(dest="experiments_command", metavar="ACTION")
     run = sub.add_parser("run", help="run (or resume) a suite; finished runs are skipped")
-    run.add_argument("--suite", choices=("quick", "full"), default="quick")
-    run.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
+    run.add_argument(
+        "--suite",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: 4 methods on deduction x 2 seeds; full: every method x 4 benchmarks x "
+        "5 seeds with search and ablations (default: quick)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once: local processes (one CPU thread each) or submitted cluster jobs",
+    )
     run.add_argument(
         "--out", type=Path, default=None, help="records folder (results/empirical/SUITE)"
     )
@@ -40,6 +70,7 @@ def register(subparsers) -> None:
         "--benchmarks", type=_csv, default=None, help="run only these benchmarks' jobs"
     )
     run.add_argument("--no-ablations", action="store_true", help="skip the ablation stage")
+    add_config_flags(run, LauncherConfig)
     run.set_defaults(func=_run)
     table = sub.add_parser("table", help="tables (markdown, LaTeX, JSON) from the records")
     table.add_argument("--records", type=Path, default=DEFAULT_ROOT / "full")
@@ -54,16 +85,25 @@ def _run(args: argparse.Namespace) -> int:
     """Run a suite; the subset flags filter its jobs and never change its ``suite.json``."""
     from dataclasses import replace
 
+    from empirical.launchers import make_launcher
     from empirical.runner import run_stages
     from empirical.suites import check_subset, get_suite
 
     try:
         suite = get_suite(args.suite, args.seeds, args.scale)
         check_subset(suite, args.methods, args.benchmarks)
+        launch = LauncherConfig(**{f.name: getattr(args, f.name) for f in fields(LauncherConfig)})
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}.")
     except ValueError as err:
         print(f"iga experiments run: error: {err}", file=sys.stderr)
         return 2
     out = args.out or DEFAULT_ROOT / suite.name
+    try:
+        launcher = make_launcher(launch, out, args.jobs)
+    except RuntimeError as err:  # submitit is not installed
+        print(f"iga experiments run: error: {err}", file=sys.stderr)
+        return 2
     from empirical.table import TableInputError, load_suite
     from iga.outputs import OutputPathError, check_output_dir
 
@@ -85,10 +125,25 @@ def _run(args: argparse.Namespace) -> int:
     suite = suite.resolve()
     suite.save(out)
     start = time.perf_counter()
+    _note_old_records(out)
     plan = suite.plan(out, args.methods, args.benchmarks, not args.no_ablations)
-    run_stages(plan, out, args.jobs, log=lambda s: print(s, flush=True))
+    run_stages(plan, out, log=lambda s: print(s, flush=True), launcher=launcher)
     print(f"done in {time.perf_counter() - start:.0f} s; records under {out}/records")
     return 0
+
+
+def _note_old_records(out: Path) -> None:
+    """Say so when a sweep reuses records of the loop before the current training contract."""
+    from empirical.records import TRAINING_CONTRACT, load_records, old_contract_count
+
+    old = old_contract_count(load_records(out, []))  # corrupt records: left out here
+    if old:
+        print(
+            f"iga experiments run: note: {old} finished runs in {out} were trained by the loop "
+            f"before training contract {TRAINING_CONTRACT} (empirical/PROTOCOL.md); they are "
+            "reused as they are, new runs follow iga distill's schedule and batching.",
+            file=sys.stderr,
+        )
 
 
 def _table(args: argparse.Namespace) -> int:

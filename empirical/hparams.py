@@ -60,8 +60,9 @@ def registry(method: str) -> dict[str, tuple[Any, Draw]]:
         "groupdro": {"eta": (1e-2, _log_uniform(-3, -1))},
         "fish": {"meta_lr": (0.5, _choice([0.05, 0.1, 0.5]))},
         "andmask": {"tau": (1.0, _uniform(0.5, 1.0))},
-        # tau = 1 (DomainBed) never updates; see SANDMask's docstring.
-        "sandmask": {"tau": (0.4, _uniform(0.1, 0.9)), "k": (10.0, _log_uniform(-1, 2))},
+        # Default tau = 0.4: DomainBed's 1 never updates (SANDMask's docstring); the search
+        # distributions are DomainBed's.
+        "sandmask": {"tau": (0.4, _uniform(0.0, 1.0)), "k": (10.0, _log_uniform(-3, 5))},
         "fishr": {
             "lambda": (1000.0, _log_uniform(1, 4)),
             "ema": (0.95, _uniform(0.90, 0.99)),

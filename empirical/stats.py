@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats as sps
@@ -26,15 +27,26 @@ from statsmodels.stats.multitest import multipletests
 LOWER_IS_BETTER = frozenset({"lcs"})
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width of the Student-t interval); half-width is nan for one value."""
+class Interval(NamedTuple):
+    """A mean over seeds with the half-width of its Student-t interval and the count."""
+
+    mean: float
+    half: float  # nan for fewer than two values
+    n: int
+
+
+def mean_ci(values: Sequence[float | None], level: float = 0.95) -> Interval:
+    """(mean, half-width of the Student-t interval, n) of the values that are not None/nan.
+
+    The one definition of a cell's interval: ``empirical/table.py`` and ``paper_figures``
+    both use it. The half-width is nan for one value, and everything is nan for none."""
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if x.size == 0:
-        return float("nan"), float("nan")
+        return Interval(float("nan"), float("nan"), 0)
     if x.size == 1:
-        return float(x[0]), float("nan")
+        return Interval(float(x[0]), float("nan"), 1)
     half = sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), float(half)
+    return Interval(float(x.mean()), float(half), int(x.size))
 
 
 @dataclass
@@ -63,7 +75,7 @@ def paired(
     d = np.asarray([sign * (iga[s] - base[s]) for s in seeds], dtype=float)
     if d.size < 2:
         return Comparison(metric, benchmark, baseline, int(d.size), *_single(d))
-    mean, half = mean_ci(d)
+    mean, half, _ = mean_ci(d)
     sd = d.std(ddof=1)
     if sd == 0:
         dz, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)

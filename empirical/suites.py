@@ -19,6 +19,7 @@ from pathlib import Path
 from empirical.hparams import hparams
 from empirical.methods import METHODS
 from empirical.runner import Job, Scale, Stage, base_config, load_records
+from empirical.selection import select_best
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
 
 # Training domains for the K sweep: the four defaults, then two extra domains from
@@ -204,7 +205,8 @@ class Suite:
 def select(
     records: list[dict], suite: Suite, method: str, benchmark: str, complete: bool = False
 ) -> dict | None:
-    """The candidate hparams with the best training-domain validation score, or None.
+    """The candidate hparams with the best training-domain validation score, or None
+    (the rule: ``empirical.selection.select_best`` on the search seed's runs).
 
     With ``complete``, None until every candidate has finished: while a sweep is still
     in its search stage, the best finished candidate is not yet the selected one.
@@ -216,7 +218,8 @@ def select(
     found = [(r, keys[r["key"]]) for r in records if r["key"] in keys]
     if not found or (complete and len({i for _, i in found}) < len(keys)):
         return None
-    best, _ = min(found, key=lambda ri: (-ri[0]["val"]["accuracy"], ri[0]["val"]["loss"], ri[1]))
+    found.sort(key=lambda ri: ri[1])  # candidate order: ties go to the earlier candidate
+    best = select_best((r, [r["val"]["accuracy"]], [r["val"]["loss"]]) for r, _ in found)
     return best["job"]["hparams"]
 
 

@@ -42,6 +42,60 @@ def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[
     return cells
 
 
+def _main_rows(cells: dict, suite: Suite) -> dict[str, dict]:
+    """metric -> method -> benchmark -> {mean, ci, n}, plus each row's mean over benchmarks."""
+    main: dict[str, dict] = {}
+    for name, (_, get) in METRICS.items():
+        rows = {}
+        for m in suite.methods:
+            row = {}
+            for b in suite.benchmarks:
+                values = [get(r) for r in cells.get((m, b), {}).values()]
+                mean, half, _ = mean_ci(values)
+                row[b] = {"mean": mean, "ci": half, "n": len(values)}
+            means = [row[b]["mean"] for b in suite.benchmarks]
+            complete = all(not math.isnan(x) for x in means)
+            row["mean"] = {"mean": sum(means) / len(means) if complete else math.nan}
+            rows[m] = row
+        main[name] = rows
+    return main
+
+
+def _comparisons(cells: dict, suite: Suite, alpha: float) -> dict[str, list[Comparison]]:
+    """Per tested metric: IGA vs every baseline on every benchmark, Holm over the family."""
+    comparisons: dict[str, list[Comparison]] = {}
+    if "iga" not in suite.methods:
+        return comparisons
+    for name in TESTED:
+        get = METRICS[name][1]
+        family = []
+        for b in suite.benchmarks:
+            iga = {s: get(r) for s, r in cells.get(("iga", b), {}).items()}
+            for m in suite.methods:
+                if m != "iga" and (m, b) in cells:
+                    base = {s: get(r) for s, r in cells[(m, b)].items()}
+                    family.append(paired(iga, base, name, b, m))
+        comparisons[name] = holm(family, alpha)
+    return comparisons
+
+
+def _ablations(records: list[dict], suite: Suite) -> list[dict]:
+    """One row per ablation setting: its finished runs' mean ± CI of four metrics."""
+    by_key = {r["key"]: r for r in records}
+    grouped = defaultdict(list)
+    for a, job in suite.ablation_jobs():
+        grouped[a.name].append(by_key.get(job.key()))
+    rows = []
+    for name, runs in grouped.items():
+        done = [r for r in runs if r is not None]
+        stats = {
+            m: dict(zip(("mean", "ci"), mean_ci([METRICS[m][1](r) for r in done])[:2]))
+            for m in ("id", "ood", "lcs", "sec_per_step")
+        }
+        rows.append({"name": name, "n": len(done), **stats})
+    return rows
+
+
 class TableInputError(ValueError):
     """The records folder cannot give a table; the message names the file."""
 
@@ -63,56 +117,17 @@ def load_suite(records_dir: Path) -> Suite:
 
 
 def build(records_dir: Path, alpha: float = 0.05) -> dict:
-    """Every table from the records; corrupt records are left out and listed in
-    ``result["skipped"]`` (the table says so), a corrupt ``suite.json`` is an error."""
+    """Everything the tables show, recomputed from ``records_dir`` (records + suite.json).
+
+    Corrupt records are left out and listed in ``result["skipped"]`` (the table says
+    so); a missing or corrupt ``suite.json`` is a ``TableInputError`` naming it.
+    """
     records_dir = Path(records_dir)
     suite = load_suite(records_dir)
     skipped: list[str] = []
     records = load_records(records_dir, skipped)
     cells = main_cells(records, suite)
-    main: dict[str, dict] = {}
-    for name, (_, get) in METRICS.items():
-        rows = {}
-        for m in suite.methods:
-            row = {}
-            for b in suite.benchmarks:
-                values = [get(r) for r in cells.get((m, b), {}).values()]
-                mean, half = mean_ci(values)
-                row[b] = {"mean": mean, "ci": half, "n": len(values)}
-            means = [row[b]["mean"] for b in suite.benchmarks]
-            complete = all(not math.isnan(x) for x in means)
-            row["mean"] = {"mean": sum(means) / len(means) if complete else math.nan}
-            rows[m] = row
-        main[name] = rows
-    comparisons: dict[str, list[Comparison]] = {}
-    if "iga" in suite.methods:
-        for name in TESTED:
-            get = METRICS[name][1]
-            family = []
-            for b in suite.benchmarks:
-                iga = {s: get(r) for s, r in cells.get(("iga", b), {}).items()}
-                for m in suite.methods:
-                    if m != "iga" and (m, b) in cells:
-                        base = {s: get(r) for s, r in cells[(m, b)].items()}
-                        family.append(paired(iga, base, name, b, m))
-            comparisons[name] = holm(family, alpha)
-    ablations = []
-    by_key = {r["key"]: r for r in records}
-    grouped = defaultdict(list)
-    for a, job in suite.ablation_jobs():
-        grouped[a.name].append(by_key.get(job.key()))
-    for name, runs in grouped.items():
-        done = [r for r in runs if r is not None]
-        ablations.append(
-            {
-                "name": name,
-                "n": len(done),
-                **{
-                    m: dict(zip(("mean", "ci"), mean_ci([METRICS[m][1](r) for r in done])))
-                    for m in ("id", "ood", "lcs", "sec_per_step")
-                },
-            }
-        )
+    comparisons = _comparisons(cells, suite, alpha)
     expected = len(suite.methods) * len(suite.benchmarks) * len(suite.seeds)
     present = sum(len(v) for v in cells.values())
     return {
@@ -124,9 +139,9 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
             for m in suite.methods
             for b in suite.benchmarks
         },
-        "main": main,
+        "main": _main_rows(cells, suite),
         "comparisons": {k: [c.to_dict() for c in v] for k, v in comparisons.items()},
-        "ablations": ablations,
+        "ablations": _ablations(records, suite),
         "benchmarks": list(suite.benchmarks),
         "methods": list(suite.methods),
         "alpha": alpha,
@@ -145,6 +160,55 @@ def _fmt(cell: dict, digits: int) -> str:
 
 def _digits(metric: str) -> int:
     return 4 if metric == "lcs" else (2 if metric == "sec_per_step" else 1)
+
+
+def _comparison_lines(metric: str, comps: list[dict], alpha: float) -> list[str]:
+    """The markdown section of one metric's IGA-vs-baseline tests."""
+    unit = "" if metric == "lcs" else " (pp)"
+    tested = [c for c in comps if c["verdict"] != "untested"]
+    untested = sorted(
+        f"{c['baseline']} on {c['benchmark']}" for c in comps if c["verdict"] == "untested"
+    )
+    lines = [
+        f"### IGA vs each baseline: {METRICS[metric][0]}",
+        "",
+        f"Diff{unit} > 0 favours IGA{' (baseline − IGA)' if metric == 'lcs' else ''}; "
+        f"paired t-test over seeds, Holm over the {len(tested)} comparisons with 2+ "
+        f"paired seeds, alpha = {alpha}.",
+        "",
+        "| benchmark | baseline | n | diff ± 95% CI | Cohen's d_z | p | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    d = _digits(metric)
+    for c in tested:
+        lines.append(
+            f"| {c['benchmark']} | {c['baseline']} | {c['n']} | "
+            f"{_fmt({'mean': c['diff'], 'ci': c['ci']}, d)} | {c['cohen_dz']:.2f} | "
+            f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['verdict']} |"
+        )
+    tally = {v: sum(c["verdict"] == v for c in comps) for v in ("win", "tie", "loss")}
+    lines += ["", f"IGA: {tally['win']} wins, {tally['tie']} ties, {tally['loss']} losses."]
+    if untested:
+        lines += [
+            f"Not tested yet (fewer than 2 paired seeds): {len(untested)} comparisons "
+            f"({', '.join(untested)})."
+        ]
+    return [*lines, ""]
+
+
+def _ablation_lines(ablations: list[dict]) -> list[str]:
+    lines = [
+        "### Ablations (IGA defaults unless named; ERM rows for the K sweep)",
+        "",
+        "| setting | n | in-domain % | OOD % | LCS | s/step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in ablations:
+        lines.append(
+            f"| {a['name']} | {a['n']} | {_fmt(a['id'], 1)} | {_fmt(a['ood'], 1)} | "
+            f"{_fmt(a['lcs'], 4)} | {_fmt(a['sec_per_step'], 2)} |"
+        )
+    return [*lines, ""]
 
 
 def markdown(result: dict) -> str:
@@ -171,51 +235,10 @@ def markdown(result: dict) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     for metric, comps in result["comparisons"].items():
-        if not comps:
-            continue
-        unit = "" if metric == "lcs" else " (pp)"
-        tested = [c for c in comps if c["verdict"] != "untested"]
-        untested = sorted(
-            f"{c['baseline']} on {c['benchmark']}" for c in comps if c["verdict"] == "untested"
-        )
-        lines += [
-            f"### IGA vs each baseline: {METRICS[metric][0]}",
-            "",
-            f"Diff{unit} > 0 favours IGA{' (baseline − IGA)' if metric == 'lcs' else ''}; "
-            f"paired t-test over seeds, Holm over the {len(tested)} comparisons with 2+ "
-            f"paired seeds, alpha = {result['alpha']}.",
-            "",
-            "| benchmark | baseline | n | diff ± 95% CI | Cohen's d_z | p | p (Holm) | verdict |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        d = _digits(metric)
-        for c in tested:
-            lines.append(
-                f"| {c['benchmark']} | {c['baseline']} | {c['n']} | "
-                f"{_fmt({'mean': c['diff'], 'ci': c['ci']}, d)} | {c['cohen_dz']:.2f} | "
-                f"{c['p']:.3g} | {c['p_holm']:.3g} | {c['verdict']} |"
-            )
-        tally = {v: sum(c["verdict"] == v for c in comps) for v in ("win", "tie", "loss")}
-        lines += ["", f"IGA: {tally['win']} wins, {tally['tie']} ties, {tally['loss']} losses."]
-        if untested:
-            lines += [
-                f"Not tested yet (fewer than 2 paired seeds): {len(untested)} comparisons "
-                f"({', '.join(untested)})."
-            ]
-        lines.append("")
+        if comps:
+            lines += _comparison_lines(metric, comps, result["alpha"])
     if result["ablations"]:
-        lines += [
-            "### Ablations (IGA defaults unless named; ERM rows for the K sweep)",
-            "",
-            "| setting | n | in-domain % | OOD % | LCS | s/step |",
-            "|---|---|---|---|---|---|",
-        ]
-        for a in result["ablations"]:
-            lines.append(
-                f"| {a['name']} | {a['n']} | {_fmt(a['id'], 1)} | {_fmt(a['ood'], 1)} | "
-                f"{_fmt(a['lcs'], 4)} | {_fmt(a['sec_per_step'], 2)} |"
-            )
-        lines.append("")
+        lines += _ablation_lines(result["ablations"])
     return "\n".join(lines)
 
 

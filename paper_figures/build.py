@@ -77,7 +77,8 @@ def load_inputs(sources: Sources) -> Inputs:
     try:
         if sources.empirical:
             inputs.empirical = load_empirical(sources.empirical)
-            inputs.groups = group_runs(inputs.empirical.runs)
+            emp = inputs.empirical
+            inputs.groups = group_runs(emp.runs, emp.search_seed, emp.candidates)
     except MissingInput as e:
         inputs.notes["empirical"] = str(e)
     bench = sources.bench or next((p for p in DEFAULT_BENCH if p.is_file()), None)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from paper_figures.groups import Groups, ablation_names, by, incomplete_note, mean_ci
+from empirical.stats import mean_ci
+from paper_figures.groups import Groups, ablation_names, by, incomplete_note
 from paper_figures.load import Empirical, MissingInput, Run, rel
 from paper_figures.style import (
     ERM_COLOR,

@@ -5,10 +5,10 @@ Records carry no suite label, so the roles are read off the jobs, the way
 
 * **Defaults** per method: the hparams of its K-sweep runs (the sweep runs every
   method at its defaults), else ``empirical.hparams.hparams(method)``.
-* **Main**: per (method, benchmark) at the usual K, the hparams setting run on the
-  most seeds (the selected setting runs on every seed, search draws on one);
-  ties go to the best mean training-domain validation accuracy, then the lower
-  validation loss (what ``suites.select`` uses), never to a held-out number.
+* **Main**: per (method, benchmark) at the usual K, the hparams setting the suite
+  selected, found again with the suite's own rule (``empirical.selection``: best
+  training-domain validation accuracy on the search seed, then the lower validation
+  loss; never a held-out number), with its runs on every seed.
 * **Ablations**: IGA runs at the usual K whose hparams differ from IGA's defaults
   only in one studied knob (tau, variance, projection, space, LoRA rank).
 * **K sweep**: each method at its defaults, grouped by K, on every benchmark
@@ -18,14 +18,11 @@ Records carry no suite label, so the roles are read off the jobs, the way
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-from scipy import stats as sps
-
+from empirical.selection import select_best
 from paper_figures.load import Run
 
 ABLATION_KNOBS = frozenset({"tau", "variance", "projection", "space", "lora_rank"})
@@ -33,17 +30,6 @@ ABLATION_KNOBS = frozenset({"tau", "variance", "projection", "space", "lora_rank
 # before that (a sweep still in its search stage) its cells would mix one-seed search
 # runs with finished ones, and means over benchmarks would mix methods' coverage.
 MIN_MAIN_SEEDS = 2
-
-
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
-    """(mean, half-width of the Student-t interval, n); the half-width is nan for n < 2."""
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if x.size == 0:
-        return float("nan"), float("nan"), 0
-    if x.size == 1:
-        return float(x[0]), float("nan"), 1
-    half = sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), float(half), int(x.size)
 
 
 def _hkey(hp: dict) -> str:
@@ -112,26 +98,30 @@ def _defaults(runs: Sequence[Run], k_default: int) -> dict[str, dict]:
     return out
 
 
-def _select_main(runs: Iterable[Run]) -> list[Run]:
+def _select_main(runs: Iterable[Run], search_seed: int, candidates: list[dict] | None) -> list[Run]:
+    """The runs of the setting the suite selected: ``empirical.selection.select_best`` on the
+    search-seed runs of the suite's ``candidates`` in its order (from suite.json); without
+    them, of every setting present, ordered by its sorted hparams."""
     by_setting: dict[str, list[Run]] = defaultdict(list)
     for r in runs:
         by_setting[_hkey(r.hparams)].append(r)
-
-    def score(item):  # most seeds, then suites.select's order: val accuracy, -val loss
-        rs = item[1]
-        acc = [r.val_acc for r in rs if r.val_acc is not None]
-        loss = [r.val_loss for r in rs if r.val_loss is not None]
-        return (
-            len({r.seed for r in rs}),
-            float(np.mean(acc)) if acc else -1.0,
-            -float(np.mean(loss)) if loss else -math.inf,
-            item[0],
-        )
-
-    return max(by_setting.items(), key=score)[1] if by_setting else []
+    if candidates is None:
+        order = sorted(by_setting)
+    else:
+        order = [k for k in (_hkey(hp) for hp in candidates) if k in by_setting]
+    searched = []
+    for key in order:
+        rs = by_setting[key]
+        search = [r for r in rs if r.seed == search_seed]
+        searched.append((rs, [r.val_acc for r in search], [r.val_loss for r in search]))
+    return select_best(searched) or []
 
 
-def group_runs(runs: Sequence[Run]) -> Groups:
+def group_runs(
+    runs: Sequence[Run], search_seed: int = 0, candidates: dict[str, list[dict]] | None = None
+) -> Groups:
+    """The roles of ``runs`` (module doc); ``search_seed`` and ``candidates`` (method -> the
+    hparams searched, in order) are the suite's, from its suite.json where it has them."""
     k_default = Counter(r.K for r in runs).most_common(1)[0][0]
     groups = Groups(k_default, _defaults(runs, k_default))
     cells: dict[tuple[str, str], list[Run]] = defaultdict(list)
@@ -155,8 +145,9 @@ def group_runs(runs: Sequence[Run]) -> Groups:
                 groups.ablations.setdefault(kind, []).append(r)
                 groups.labels[r.key] = name
     studied = {r.key for kind, rs in groups.ablations.items() if kind != "defaults" for r in rs}
-    for cell in sorted(cells):
-        groups.main += _select_main([r for r in cells[cell] if r.key not in studied])
+    for (method, _), rs in sorted(cells.items()):
+        searched = (candidates or {}).get(method)
+        groups.main += _select_main([r for r in rs if r.key not in studied], search_seed, searched)
     _drop_incomplete(groups)
     groups.k_sweep = _k_sweep(runs, groups)
     return groups

@@ -5,11 +5,12 @@ Formats are those the writers produce:
 * ``theory/cli.py --out DIR``: ``DIR/figures.json`` maps a check name
   (``k_scaling[regression]``, ``rate[linear]``, ``tightness[lora]``, ...) to its
   figure data; ``DIR/results.json`` holds the verdicts, settings and seed.
-* ``empirical/runner.py``: one JSON object per line of ``records/<hash>/record.jsonl``
+* ``empirical/records.py``: one JSON object per line of ``records/<hash>/record.jsonl``
   (``job`` = method, benchmark, seed, hparams, train/held-out domains; ``test`` =
   ``iga.distill.evaluate.EvalResult.to_dict()``; ``train.seconds_per_step``). Any
   ``*.jsonl`` under the empirical folder is read; records are deduplicated by
-  ``key`` (the last one wins, as in ``runner.load_records``).
+  ``key`` (the last one wins, as in ``empirical.records.load_records``); ``suite.json``
+  beside them gives the search seed and the candidates the suite selected among.
 * ``iga bench step --json PATH``: ``results[method].median_s``, ``iqr_s``,
   ``time_x_erm``.
 
@@ -174,6 +175,8 @@ class Empirical:
     runs: list[Run]
     notes: list[str]
     suite: str = "full"  # the name in suite.json (the command that made the records)
+    search_seed: int = 0  # the seed hparams were selected on (suite.json)
+    candidates: dict | None = None  # method -> the hparams searched, in order (suite.json)
 
     def sources(self, runs: Iterable[Run] | None = None) -> list[str]:
         """The record files behind ``runs`` (all runs by default), collapsed per folder
@@ -205,11 +208,22 @@ def pick_suite_folder(folder: Path) -> tuple[Path, list[str]]:
     return chosen, [note + (f"; not mixed in: {', '.join(others)}" if others else "")]
 
 
-def _suite_name(folder: Path) -> str:
+def _suite_fields(folder: Path) -> dict:
+    """``suite``, ``search_seed`` and ``candidates`` (method -> hparams searched) from
+    ``suite.json``; the folder's name, seed 0 (the suites' default) and none where the
+    file or a field is missing."""
     try:
-        return str(json.loads((folder / "suite.json").read_text())["name"])
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
-        return folder.name
+        saved = json.loads((folder / "suite.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = {}
+    saved = saved if isinstance(saved, dict) else {}
+    resolved = saved.get("resolved") if isinstance(saved.get("resolved"), dict) else {}
+    candidates = resolved.get("candidates")
+    return {
+        "suite": str(saved.get("name", folder.name)),
+        "search_seed": int(saved.get("search_seed", 0)),
+        "candidates": candidates if isinstance(candidates, dict) else None,
+    }
 
 
 def load_empirical(folder: Path) -> Empirical:
@@ -255,7 +269,7 @@ def load_empirical(folder: Path) -> Empirical:
             f"empirical: dropped {len(runs) - scales[keep]} runs at another scale than {keep}"
         )
         runs = [r for r in runs if r.scale == keep]
-    return Empirical(folder, runs, notes, _suite_name(folder))
+    return Empirical(folder, runs, notes, **_suite_fields(folder))
 
 
 # ----------------------------------------------------------------------------- bench

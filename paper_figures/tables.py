@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from empirical.stats import mean_ci
 from paper_figures.empirical_figs import ALL, cell_stats
-from paper_figures.groups import Groups, ablation_names, by, incomplete_note, mean_ci
+from paper_figures.groups import Groups, ablation_names, by, incomplete_note
 from paper_figures.load import Empirical, MissingInput
 from paper_figures.style import label, method_order
 

@@ -9,8 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import empirical.execute as execute_mod
 import empirical.hparams as hp_mod
-import empirical.runner as runner
+import empirical.jobs as jobs_mod
 from empirical.cli import register
 from empirical.hparams import hparams
 from empirical.methods import METHODS
@@ -78,7 +79,7 @@ def _fake_record(job: Job, val=0.5, ood=0.4, id_=0.6, lcs=0.1) -> dict:
 
 def test_run_jobs_skips_finished_runs_and_duplicates(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(runner, "execute", lambda job: calls.append(job) or _fake_record(job))
+    monkeypatch.setattr(execute_mod, "execute", lambda job: calls.append(job) or _fake_record(job))
     jobs = [Job("erm", "arithmetic", s, hparams("erm"), TINY_SCALE) for s in (0, 1, 1)]
     assert len(run_jobs(jobs, tmp_path, log=lambda s: None)) == 2
     assert len(calls) == 2
@@ -97,7 +98,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return _fake_record(job)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(execute_mod, "execute", execute)
     logs = []
     jobs = [Job("erm", "arithmetic", s, hparams("erm"), TINY_SCALE) for s in (0, 1)]
     assert len(run_jobs(jobs, tmp_path, log=logs.append)) == 1
@@ -121,7 +122,7 @@ def test_run_stages_overlaps_independent_stages_and_waits_for_dependencies(tmp_p
             release_long.set()
         return _fake_record(job)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(execute_mod, "execute", execute)
     job = lambda seed: Job("erm", "arithmetic", seed, hparams("erm"), TINY_SCALE)  # noqa: E731
     seen_when_b_expands = []
 
@@ -145,7 +146,7 @@ def test_run_stages_overlaps_independent_stages_and_waits_for_dependencies(tmp_p
         "== B: 1 runs to do",
     ]
     # Stage order is priority: B, released once A is done, runs before C's queued jobs.
-    monkeypatch.setattr(runner, "execute", _fake_record)
+    monkeypatch.setattr(execute_mod, "execute", _fake_record)
     logs = []
     stages = [
         Stage("A", lambda: [job(10), job(11)]),
@@ -185,7 +186,8 @@ def test_selection_uses_training_domain_validation_only(tmp_path):
 
 
 def test_mean_ci_and_holm_against_hand_computation():
-    mean, half = mean_ci([1.0, 2.0, 3.0, 6.0])
+    mean, half, n = mean_ci([1.0, 2.0, 3.0, 6.0, None, math.nan])
+    assert n == 4
     sd = np.std([1, 2, 3, 6], ddof=1)
     assert mean == 3.0 and math.isclose(half, 3.182446305284263 * sd / 2, rel_tol=1e-9)
     comps = [paired({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "ood", "b", f"m{i}") for i in range(3)]
@@ -220,7 +222,7 @@ def _fixture(tmp_path, monkeypatch) -> Suite:
         bonus = 0.2 if job.method == "iga" else 0.0
         return _fake_record(job, ood=0.3 + bonus + 0.01 * rng.random(), lcs=0.1 - bonus / 4)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(execute_mod, "execute", execute)
     for _, jobs in suite.stages(tmp_path):
         run_jobs(jobs, tmp_path, log=lambda s: None)
     return suite
@@ -242,7 +244,7 @@ def test_a_cell_waits_for_its_whole_search(tmp_path, monkeypatch):
     """With one of two search candidates finished, the table has no cell for it yet."""
     suite = _suite(n_draws=1, seeds=(0, 1))
     suite.save(tmp_path)
-    monkeypatch.setattr(runner, "execute", _fake_record)
+    monkeypatch.setattr(execute_mod, "execute", _fake_record)
     first = suite.job("erm", "arithmetic", 0, suite.candidates("erm")[0])
     run_jobs([first, *suite.search_jobs("arithmetic")[2:]], tmp_path, log=lambda s: None)
     result = build(tmp_path)
@@ -299,7 +301,7 @@ def test_ablations_follow_their_benchmark_and_subsets_only_filter(tmp_path, monk
     # The CLI's subset flags run a part of the saved suite; suite.json stays the same.
     import argparse
 
-    monkeypatch.setattr(runner, "execute", _fake_record)
+    monkeypatch.setattr(execute_mod, "execute", _fake_record)
     monkeypatch.setattr("empirical.suites.SUITES", {"quick": suite})
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
@@ -343,9 +345,9 @@ def test_suites_are_complete_and_scalable():
 @pytest.mark.parametrize("domains", [("mathematics", "law"), ("mathematics", "law", "farming")])
 def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
     monkeypatch.setenv("IGA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(runner, "base_config", lambda: TINY_BASE)
+    monkeypatch.setattr(jobs_mod, "base_config", lambda: TINY_BASE)
     job = Job("iga", "arithmetic", 0, hparams("iga"), replace(TINY_SCALE, max_length=512), domains)
-    record = runner.run_job(job, tmp_path)
+    record = execute_mod.run_job(job, tmp_path)
     assert record["num_domains"] == len(domains)
     t = record["test"]
     assert set(t["per_domain"]) == {*domains, "cooking", "sports"}
@@ -373,7 +375,7 @@ def test_cli_run_then_resume_skips_everything(tmp_path, monkeypatch, capsys):
     import argparse
 
     calls = []
-    monkeypatch.setattr(runner, "execute", lambda job: calls.append(job) or _fake_record(job))
+    monkeypatch.setattr(execute_mod, "execute", lambda job: calls.append(job) or _fake_record(job))
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     argv = ["experiments", "run", "--suite", "quick", "--out", str(tmp_path), "--seeds", "0,1"]
@@ -391,3 +393,35 @@ def test_iga_command_registers_experiments():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert "experiments" in sub.choices
+
+
+def test_paper_figures_finds_the_setting_the_suite_selected(tmp_path, monkeypatch):
+    """One selection rule: paper_figures, reading only the records and suite.json, picks the
+    suite's choice, on validation (ERM) and on a tie (IGA: the earlier candidate)."""
+    from paper_figures.groups import _hkey, group_runs
+    from paper_figures.load import load_empirical
+
+    suite = _suite(n_draws=2, seeds=(0, 1)).resolve()
+    suite.save(tmp_path)
+    best_erm = suite.candidates("erm")[2]
+
+    def execute(job):  # ERM: the second draw validates best; IGA: every candidate ties
+        val = 0.9 if job.hparams == best_erm else (0.5 if job.method == "iga" else 0.3)
+        return _fake_record(job, val=val, ood=0.9 - val)  # held-out accuracy points the other way
+
+    monkeypatch.setattr(execute_mod, "execute", execute)
+    for _, jobs in suite.stages(tmp_path):
+        run_jobs(jobs, tmp_path, log=lambda s: None)
+    records = load_records(tmp_path)
+    assert select(records, suite, "erm", "arithmetic") == best_erm
+    assert select(records, suite, "iga", "arithmetic") == suite.candidates("iga")[0]
+    emp = load_empirical(tmp_path)
+    groups = group_runs(emp.runs, emp.search_seed, emp.candidates)
+    for m in suite.methods:
+        main = [r for r in groups.main if r.method == m]
+        assert {_hkey(r.hparams) for r in main} == {_hkey(select(records, suite, m, "arithmetic"))}
+        assert sorted(r.seed for r in main) == [0, 1]
+    # Companion: without the suite's candidate order, IGA's tie goes to a search draw that
+    # ran on the search seed only, and the benchmark drops out as incomplete.
+    blind = group_runs(emp.runs, emp.search_seed, None)
+    assert blind.incomplete == {"arithmetic": ["iga"]}

@@ -4,19 +4,19 @@ DomainBed's contract: ``update(per_domain_batches) -> dict of floats``, where
 ``per_domain_batches`` holds K batches (one per training domain, each a dict of
 ``input_ids``, ``attention_mask`` and ``labels``, right-padded to one width).
 Every method trains the same LoRA student with the same AdamW optimizer,
-cosine schedule and gradient clipping as ``iga distill``; only ``_step``
-differs.
+cosine schedule and gradient clipping as ``iga distill`` (the training contract,
+iga/distill/schedule.py); only ``_step`` differs.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from iga.core.losses import completion_token_losses, domain_mean_loss
+from iga.distill.schedule import cosine_with_warmup
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -42,20 +42,6 @@ def concat_domains(per_domain_batches: Sequence[Batch]) -> dict[str, torch.Tenso
     }
 
 
-def cosine_schedule(
-    optimizer: torch.optim.Optimizer, steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over 5% of the steps, then cosine decay (as ``iga distill``)."""
-    warmup = max(1, steps // 20)
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class Method:
     """Base class: ERM's forward, the optimizer, and the step bookkeeping.
 
@@ -72,7 +58,7 @@ class Method:
         self.update_count = 0
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer()
-        self.scheduler = cosine_schedule(self.optimizer, steps)
+        self.scheduler = cosine_with_warmup(self.optimizer, steps)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.params, lr=self.hparams["lr"], weight_decay=0.0)
@@ -81,7 +67,7 @@ class Method:
         """Fresh Adam moments, same schedule position (IRM/V-REx/Fishr after annealing)."""
         lr_now = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer = self._make_optimizer()
-        self.scheduler = cosine_schedule(self.optimizer, self.steps)
+        self.scheduler = cosine_with_warmup(self.optimizer, self.steps)
         # Move the schedule to where it was without calling step() before any
         # optimizer.step() (torch warns that this skips the first learning rate).
         self.scheduler.last_epoch = self.update_count

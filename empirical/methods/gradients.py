@@ -39,19 +39,67 @@ class GradientEdit(Method):
         self.capture.remove()
 
 
+def and_mask(g: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """AND-mask's gradient for one parameter (Parascandolo et al. 2021; DomainBed's
+    ``ANDMask.mask_grads``): (K, *shape) -> (update (*shape), mask (*shape)).
+
+    ``m = [|mean_k sign G_k| >= tau]``, update ``m * mean_k G_k / (1e-10 + mean(m))``.
+    """
+    agreement = torch.sign(g).mean(dim=0).abs()  # (*shape)
+    mask = (agreement >= tau).to(g.dtype)
+    return mask * g.mean(dim=0) / (1e-10 + mask.mean()), mask
+
+
+def sand_mask(g: torch.Tensor, tau: float, k: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAND-mask's gradient for one parameter (Shahtalebi et al. 2021; DomainBed's
+    ``SANDMask.mask_grads``): (K, *shape) -> (update (*shape), mask (*shape)).
+
+    ``m = max(0, tanh(k (|mean_k sign G_k| - tau) / Var_k G_k))`` with the unbiased
+    variance (divisor K - 1, as ``torch.var``'s default in DomainBed), update
+    ``m * mean_k G_k / (1e-10 + mean(m))``. DomainBed's edge cases are kept: an undefined
+    variance (K = 1) counts as 1e-17, a zero variance makes the ratio infinite (mask 1
+    where the agreement exceeds tau, 0 below), and 0/0 (agreement exactly tau, zero
+    variance) gives the mask value 1e-17.
+    """
+    agreement = torch.sign(g).mean(dim=0).abs()  # (*shape)
+    var = g.var(dim=0)  # (*shape), divisor K - 1
+    var = torch.where(torch.isnan(var), torch.full_like(var, 1e-17), var)
+    mask = torch.tanh(k * (agreement - tau) / var).clamp_min(0.0)  # NaN stays NaN
+    mask = torch.where(torch.isnan(mask), torch.full_like(mask, 1e-17), mask)
+    return mask * g.mean(dim=0) / (1e-10 + mask.mean()), mask
+
+
+def pcgrad(flat: torch.Tensor, orders: list[list[int]]) -> tuple[torch.Tensor, int]:
+    """PCGrad's surgery (Yu et al. 2020, Algorithm 1) on K task gradients (K, P).
+
+    ``g_i^PC`` starts at ``g_i``; for each ``j`` of ``orders[i]`` (the other tasks in a
+    random order), if ``g_i^PC . g_j < 0``, ``g_i^PC -= (g_i^PC . g_j) / ||g_j||^2 g_j``
+    (projection on the original ``g_j``). Returns ``(mean_i g_i^PC (P,), conflicts)``:
+    the paper sums the projected gradients; we average them, so that the update has the
+    scale of the mean-over-domains loss every other method uses (K times smaller; under
+    Adam that changes only the clipping and epsilon).
+    """
+    projected = flat.clone()  # (K, P)
+    conflicts = 0
+    for i, order in enumerate(orders):
+        for j in order:
+            dot = projected[i] @ flat[j]
+            if dot < 0:
+                projected[i] -= dot / flat[j].square().sum().clamp_min(1e-20) * flat[j]
+                conflicts += 1
+    return projected.mean(dim=0), conflicts
+
+
 class ANDMask(GradientEdit):
     """AND-mask, Parascandolo et al. 2021, "Learning explanations that are hard to vary",
-    arXiv 2009.00329: keep the mean gradient only where at least ``tau`` of the domains
-    agree in sign (``|mean_k sign G_k| >= tau``), rescaled by the kept fraction
-    (DomainBed's ``ANDMask``)."""
+    arXiv 2009.00329: ``and_mask`` on each LoRA factor, as DomainBed's ``ANDMask`` does on
+    each parameter tensor (keep the mean gradient where at least ``tau`` of the domains
+    agree in sign, rescaled by the kept fraction)."""
 
     def edit(self, per_domain):
         out, kept, total = {}, 0.0, 0
         for key, g in per_domain.items():  # g: (K, *shape)
-            agreement = torch.sign(g).mean(dim=0).abs()  # (*shape)
-            mask = (agreement >= self.hparams["tau"]).to(g.dtype)
-            frac = mask.mean()
-            out[key] = mask * g.mean(dim=0) / (1e-10 + frac)
+            out[key], mask = and_mask(g, self.hparams["tau"])
             kept, total = kept + float(mask.sum()), total + mask.numel()
         return out, {"mask_mean": kept / max(total, 1)}
 
@@ -59,30 +107,29 @@ class ANDMask(GradientEdit):
 class SANDMask(GradientEdit):
     """SAND-mask, Shahtalebi et al. 2021, "SAND-mask: An Enhanced Gradient Masking Strategy
     for the Discovery of Invariances in Domain Generalization", arXiv 2106.02266:
-    ``M = max(0, tanh(k (|mean_k sign G_k| - tau) / Var_k G_k))``, rescaled by its mean.
+    ``sand_mask`` on each LoRA factor, as DomainBed's ``SANDMask`` on each parameter tensor
+    (same agreement term, same unbiased variance, same rescaling by the mask's mean).
 
-    DomainBed's default ``tau = 1`` makes ``|mean sign| - tau <= 0`` everywhere, so the
-    mask is 0 and the model never moves; our default ``tau = 0.4`` keeps coordinates
-    where more than 70% of the domains agree (3 of 4: agreement 0.5).
+    Where it differs from DomainBed, and why: the default threshold. DomainBed's default
+    ``tau = 1`` makes ``|mean sign| - tau <= 0`` everywhere, so the mask is 0 and the model
+    never moves; our default ``tau = 0.4`` keeps coordinates where more than 70% of the
+    domains agree (3 of 4: agreement 0.5). The search ranges are DomainBed's.
     """
 
     def edit(self, per_domain):
         out, kept, total = {}, 0.0, 0
         for key, g in per_domain.items():  # g: (K, *shape)
-            agreement = torch.sign(g).mean(dim=0).abs()  # (*shape)
-            var = g.var(dim=0, unbiased=False).clamp_min(1e-17)  # (*shape)
-            mask = torch.tanh(self.hparams["k"] * (agreement - self.hparams["tau"]) / var)
-            mask = mask.clamp_min(0.0).nan_to_num(1e-17)
-            out[key] = mask * g.mean(dim=0) / (1e-10 + mask.mean())
+            out[key], mask = sand_mask(g, self.hparams["tau"], self.hparams["k"])
             kept, total = kept + float(mask.sum()), total + mask.numel()
         return out, {"mask_mean": kept / max(total, 1)}
 
 
 class PCGrad(GradientEdit):
     """PCGrad, Yu et al. 2020, "Gradient Surgery for Multi-Task Learning", arXiv 2001.06782,
-    with domains as tasks: each domain's gradient (all LoRA factors, flattened) loses its
-    component along every other domain's gradient it conflicts with (negative inner
-    product), in a random order; the step uses the mean of the projected gradients."""
+    with domains as tasks: ``pcgrad`` on the domains' gradients of all LoRA factors,
+    flattened into one vector per domain, each domain with its own random order of the
+    others (a ``torch.Generator`` seeded by the run); the step uses the mean of the
+    projected gradients (the paper: their sum; see ``pcgrad``). DomainBed has no PCGrad."""
 
     def __init__(self, *args, seed: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -91,17 +138,11 @@ class PCGrad(GradientEdit):
     def edit(self, per_domain):
         keys = list(per_domain)
         flat = torch.cat([per_domain[k].reshape(self.num_domains, -1) for k in keys], dim=1)
-        projected = flat.clone()  # (K, P)
-        conflicts = 0
+        orders = []
         for i in range(self.num_domains):
-            for j in torch.randperm(self.num_domains, generator=self.generator).tolist():
-                if j == i:
-                    continue
-                dot = projected[i] @ flat[j]
-                if dot < 0:
-                    projected[i] -= dot / flat[j].square().sum().clamp_min(1e-20) * flat[j]
-                    conflicts += 1
-        mean = projected.mean(dim=0)  # (P,)
+            perm = torch.randperm(self.num_domains, generator=self.generator).tolist()
+            orders.append([j for j in perm if j != i])
+        mean, conflicts = pcgrad(flat, orders)  # (P,)
         out, start = {}, 0
         for k in keys:
             n = per_domain[k][0].numel()

@@ -26,6 +26,7 @@ from iga.distill import configio, rundir
 from iga.distill.data import IsomerCollator, IsomerDataset, check_unique_sets
 from iga.distill.evaluate import EvalResult, evaluate
 from iga.distill.pretrain import BaseConfig, load_or_build_base
+from iga.distill.schedule import warmup_steps
 from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
 from iga.isomers import (
     DEFAULT_HELDOUT_DOMAINS,
@@ -202,7 +203,7 @@ def training_arguments(config: DistillConfig):
         per_device_train_batch_size=config.batch_sets,
         learning_rate=config.lr,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, config.steps // 20),
+        warmup_steps=warmup_steps(config.steps),  # iga/distill/schedule.py, shared
         weight_decay=0.0,
         max_grad_norm=1.0,
         optim="adamw_torch",
