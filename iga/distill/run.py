@@ -5,6 +5,10 @@ One run = data (generated or read isomer sets, symbolic or HF teacher rationales
 ``IGATrainer`` -> adapter saved with peft's ``save_pretrained`` -> optional
 evaluation. Checkpoints every ``save_steps``; ``resume=True`` continues from the
 newest complete checkpoint to the same result as an uninterrupted run.
+
+The run folder is a unit (issue 18; ``iga.distill.rundir``): one writer at a time, the
+config (``DistillConfig.to_dict``, nested configs included) written once the run is
+built, compared on resume, and read back by ``iga eval`` with ``from_dict``.
 """
 
 from __future__ import annotations
