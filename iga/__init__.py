@@ -4,7 +4,7 @@ from iga.core.aligner import AlignResult, GradientAligner, LoRAFactors, align_gr
 from iga.core.capture import PerDomainGradients
 from iga.core.config import IGAConfig
 from iga.core.losses import domain_mean_loss
-from iga.core.mask import conflict_mask, conflict_variance, masked_mean
+from iga.core.mask import conflict_mask, conflict_variance, masked_mean, split_conflict_variance
 from iga.core.projection import LoRAGrads, lora_factor_grads, project_low_rank, tangent_project
 from iga.core.step import IGAStep
 
@@ -17,6 +17,7 @@ __all__ = [
     "align_gradients",
     "conflict_mask",
     "conflict_variance",
+    "split_conflict_variance",
     "lora_factor_grads",
     "masked_mean",
     "project_low_rank",

@@ -20,7 +20,7 @@ warm steps, the peak tensor memory of one step = the tensors alive at rest
 the step allocates (activations, gradients, temporaries; from the torch
 profiler's memory records).
 
-Also reported (DESIGN.md section 2): cosines between the factor-space and the
+Also reported (docs/design.md section 2): cosines between the factor-space and the
 full-space IGA gradients and AdamW updates on the bench batch.
 """
 

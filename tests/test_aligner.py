@@ -1,4 +1,4 @@
-"""The aligner (DESIGN.md section 2) and its configuration."""
+"""The aligner (docs/design.md section 2) and its configuration."""
 
 import warnings
 

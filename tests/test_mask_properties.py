@@ -1,4 +1,4 @@
-"""Property tests of the Continuous Gradient Conflict Mask (DESIGN.md section 2)."""
+"""Property tests of the Continuous Gradient Conflict Mask (docs/design.md section 2)."""
 
 import pytest
 import torch

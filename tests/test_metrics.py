@@ -1,4 +1,4 @@
-"""Metrics of DESIGN.md section 6."""
+"""Metrics of docs/design.md section 6."""
 
 import pytest
 import torch

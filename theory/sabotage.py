@@ -1,4 +1,4 @@
-"""Deliberately broken operators, to show that each check can fail (DESIGN.md section 7).
+"""Deliberately broken operators, to show that each check can fail (docs/design.md section 7).
 
 Each sabotage swaps one name that ``iga.core.aligner`` looks up at call time, so the
 trainers (which go through ``iga.GradientAligner`` / ``iga.align_gradients``)

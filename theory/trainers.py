@@ -8,7 +8,7 @@ Nothing here re-implements the mask or the projection; a test that breaks
 trainers too (``theory.sabotage``).
 
 The optimizer is plain SGD (no momentum, no Adam): the theorems are about SGD,
-and Adam would undo a slowly varying mask (DESIGN.md section 8).
+and Adam would undo a slowly varying mask (docs/design.md section 8).
 
 Replications are batched: linear parameters are (R, d) and the aligner sees
 per-domain gradients (K, R, d), which is exact because the mask is elementwise

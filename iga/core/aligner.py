@@ -1,4 +1,4 @@
-"""The IGA gradient edit on a set of named parameters (DESIGN.md section 2).
+"""The IGA gradient edit on a set of named parameters (docs/design.md section 2).
 
 Input: per-domain gradients, one tensor (K, *shape) per name. Names listed in
 ``lora`` hold per-domain gradients of a LoRA layer's effective weight
@@ -126,7 +126,7 @@ class GradientAligner:
 
     The first ``config.warmup_steps`` calls return the ERM gradient: early in
     training every domain disagrees, so a strong mask would freeze learning
-    (DESIGN.md section 8).
+    (docs/design.md section 8).
     """
 
     def __init__(self, config: IGAConfig) -> None:

@@ -1,4 +1,4 @@
-"""Per-domain gradients in one forward and one backward pass (DESIGN.md section 3).
+"""Per-domain gradients in one forward and one backward pass (docs/design.md section 3).
 
 ``PerDomainGradients(model, num_domains, space)`` hooks every trainable linear
 layer of ``model``: peft LoRA ``Linear`` layers (vanilla LoRA) and plain
@@ -7,7 +7,7 @@ example (``set_domains``); during backward each hooked layer splits its
 output gradient ``dy`` and its input ``x`` by domain and adds
 ``K * sum_{examples of k, tokens} dy^T x`` to a per-domain buffer.
 
-Normalisation (DESIGN.md section 2). The loss is ``L = mean_k L_k``
+Normalisation (docs/design.md section 2). The loss is ``L = mean_k L_k``
 (``domain_mean_loss``), so ``.grad = sum_k part_k`` where ``part_k`` is the
 gradient flowing through domain k's examples. The buffers hold
 ``G_k = K * part_k = grad L_k``, hence ``mean_k G_k`` equals autograd's
@@ -358,7 +358,7 @@ class PerDomainGradients:
     """Hooks that capture per-domain gradients of every trainable linear layer of a model.
 
     ``num_domains`` K is fixed for the run; ``space`` is ``"full"`` or ``"factor"``
-    (DESIGN.md section 2). With ``strict=True`` any trainable parameter outside
+    (docs/design.md section 2). With ``strict=True`` any trainable parameter outside
     a supported layer (an embedding, a LayerNorm, a LoRA variant, ...) is an
     error naming it; ``strict=False`` leaves such parameters with autograd's ERM
     ``.grad``. ``domain_key`` (e.g. ``"domain_ids"``) pops that keyword from the

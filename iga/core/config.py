@@ -1,4 +1,4 @@
-"""IGA hyperparameters, validated once at construction (DESIGN.md sections 2 and 8)."""
+"""IGA hyperparameters, validated once at construction (docs/design.md sections 2 and 8)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class IGAConfig:
     """Everything that defines one IGA step.
 
-    The step (DESIGN.md section 2): per-domain gradients ``G_k`` -> cross-domain
+    The step (docs/design.md section 2): per-domain gradients ``G_k`` -> cross-domain
     variance ``V`` -> Continuous Gradient Conflict Mask ``M = exp(-tau * V)`` ->
     masked mean ``H = M * mean_k G_k`` -> rank-r projection onto the LoRA manifold
     -> chain rule to the LoRA factors.

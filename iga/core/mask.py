@@ -1,4 +1,4 @@
-"""The Continuous Gradient Conflict Mask (arXiv 2606.05025, abstract; DESIGN.md section 2).
+"""The Continuous Gradient Conflict Mask (arXiv 2606.05025, abstract; docs/design.md section 2).
 
 Given per-domain gradients ``G`` of shape (K, *shape):
 
@@ -9,9 +9,15 @@ Given per-domain gradients ``G`` of shape (K, *shape):
 
 All functions are pure, differentiable in ``G`` and ``tau``, and batched over
 the coordinate dimensions.
+
+``V`` above is the variance of *minibatch* gradients; it carries the sampling noise
+of every domain (``split_conflict_variance`` removes it; theory/THEOREMS.md, Lemma E).
 """
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import torch
 
@@ -83,3 +89,86 @@ def masked_mean(
     """``(M * Gbar, M)`` for per-domain gradients (K, *shape); both of shape (*shape)."""
     mask = conflict_mask(conflict_variance(grads, kind=kind, eps=eps), tau, floor=floor)
     return mask * grads.mean(dim=0), mask
+
+
+def split_conflict_variance(
+    grads_a: torch.Tensor, grads_b: torch.Tensor, kind: str = "raw", eps: float = 0.0
+) -> torch.Tensor:
+    """Unbiased between-domain variance ``var_k(mu_k)`` from two independent halves.
+
+    ``grads_a``, ``grads_b`` (K, *shape) -> (*shape). Row k of each is the gradient of
+    domain k's mean loss over one of two disjoint halves of its examples in the batch,
+    so ``a_k`` and ``b_k`` are independent unbiased estimates of the domain's mean
+    gradient ``mu_k`` (theory/THEOREMS.md, Lemma E).
+
+    Derivation. The target is ``V_between = (1/K) sum_k mu_k^2 - (1/K^2) sum_{k,j} mu_k mu_j``.
+    The minibatch variance ``conflict_variance(G)`` of ``G_k = (a_k + b_k) / 2`` has
+    ``E[V_batch] = V_between + ((K - 1) / K^2) sum_k sigma_k^2 / n_k``: its squares
+    ``G_k^2`` carry the noise variance. Products of *independent* pieces do not:
+    ``E[a_k b_k] = mu_k^2`` and, for ``k != j``, ``E[G_k G_j] = mu_k mu_j``. Hence
+
+        V_hat = ((K - 1) / K^2) sum_k a_k b_k  -  (1 / K^2) sum_{k != j} G_k G_j
+
+    has ``E[V_hat] = V_between`` exactly, whatever the noise. It is clamped at 0 (a
+    negative estimate means "no detectable disagreement"), which adds a bias of at most
+    ``E[max(0, -V_hat)]``, vanishing as the noise falls.
+
+    ``kind="relative"`` divides by the matching unbiased estimate of ``mean_k mu_k^2``,
+    ``S = (1/K) sum_k a_k b_k``, plus ``eps``; the ratio of the population quantities lies
+    in [0, 1] (a variance never exceeds the mean square), and the estimate is capped
+    there: ``V_rel = V_hat / max(S + eps, V_hat)`` (0 where both are 0).
+
+    Identical halves and domains give exactly 0. With K = 1 there is no between-domain
+    variance: the result is 0 (the mask is 1 and IGA's step is ERM's), with a warning.
+    """
+    if kind not in VARIANCE_KINDS:
+        raise ValueError(
+            f"split_conflict_variance kind={kind!r} is unknown; choose one of {VARIANCE_KINDS}."
+        )
+    for name, g in (("grads_a", grads_a), ("grads_b", grads_b)):
+        _check_stack(g)
+        if not g.dtype.is_floating_point:
+            raise TypeError(
+                f"split_conflict_variance: {name} has dtype {g.dtype}; pass floating-point "
+                f"gradients (e.g. .float())."
+            )
+    if grads_a.shape != grads_b.shape:
+        raise ValueError(
+            f"split_conflict_variance: grads_a {tuple(grads_a.shape)} and grads_b "
+            f"{tuple(grads_b.shape)} must have the same (K, *shape)."
+        )
+    if grads_a.dtype != grads_b.dtype:
+        raise TypeError(
+            f"split_conflict_variance: grads_a is {grads_a.dtype} but grads_b is "
+            f"{grads_b.dtype}; cast both to one dtype."
+        )
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"split_conflict_variance eps must be finite and >= 0, got {eps!r}.")
+    k = grads_a.shape[0]
+    if k == 1:
+        warnings.warn(
+            "split_conflict_variance with K = 1 domain: no between-domain variance, V = 0 "
+            "(the mask is 1 and the step is ERM's).",
+            stacklevel=2,
+        )
+        return torch.zeros_like(grads_a[0])
+    # V_hat is exactly invariant to shifting every piece by one common c (an algebraic
+    # identity: the c-terms of the two sums cancel), so shifting by domain 0's batch
+    # gradient changes nothing in exact arithmetic and makes agreeing domains give
+    # exactly 0 in floating point (as conflict_variance does).
+    ref = 0.5 * (grads_a[:1] + grads_b[:1])  # (1, *shape)
+    a = grads_a - ref  # (K, *shape)
+    b = grads_b - ref  # (K, *shape)
+    g = 0.5 * (a + b)  # (K, *shape): the domain's batch gradient, shifted
+    same = (a * b).sum(dim=0)  # (*shape): sum_k a_k b_k, estimates sum_k mu_k^2
+    total = g.sum(dim=0)  # (*shape)
+    cross = total.square() - g.square().sum(dim=0)  # (*shape): sum_{k != j} G_k G_j
+    v_hat = ((k - 1) * same - cross) / (k * k)  # (*shape)
+    v_hat = v_hat.clamp_min(0.0)
+    if kind == "raw":
+        return v_hat
+    signal = (grads_a * grads_b).mean(dim=0) + eps  # (*shape): estimates mean_k mu_k^2
+    denom = torch.maximum(signal, v_hat)  # (*shape); >= v_hat >= 0
+    positive = denom > 0
+    safe = torch.where(positive, denom, torch.ones_like(denom))
+    return torch.where(positive, v_hat / safe, torch.zeros_like(v_hat))

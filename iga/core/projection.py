@@ -2,7 +2,7 @@
 
 Implements step 4 and 5 of the IGA step (arXiv 2606.05025, abstract: "a
 truncated-SVD projection of the masked gradient onto the LoRA manifold";
-DESIGN.md section 2):
+docs/design.md section 2):
 
 * ``project_low_rank``: rank-r truncated SVD, the best rank-r approximation in
   Frobenius norm (Eckart-Young). Exact ``torch.linalg.svd`` for small matrices,

@@ -1,4 +1,4 @@
-"""The IGA training step on a model (DESIGN.md sections 2, 3 and 8).
+"""The IGA training step on a model (docs/design.md sections 2, 3 and 8).
 
 ``IGAStep`` owns a ``PerDomainGradients`` capture and a ``GradientAligner``.
 One optimizer step is:
@@ -21,7 +21,7 @@ that does 2 and 4 around ``optimizer.step()``; the Trainer clips *before* its
 with ``args.max_grad_norm`` unless ``apply()`` already ran earlier in the step
 (e.g. from an ``IGATrainer._clip_grad_norm`` override, the better place).
 
-Warm-up (DESIGN.md section 8): during ``config.warmup_steps`` the capture is
+Warm-up (docs/design.md section 8): during ``config.warmup_steps`` the capture is
 switched off, so those steps cost exactly an ERM step, and ``.grad`` is
 autograd's ERM gradient.
 

@@ -6,7 +6,7 @@ numbers, which the IGA step needs (a domain missing from a step has no gradient)
 
 Each example is ``<s> prompt \\n completion </s>``; ``labels`` are -100 on the
 prompt (completion-only loss: the student learns the rationale and the answer
-line, DESIGN.md section 5).
+line, docs/design.md section 5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation of a student on isomer sets (DESIGN.md section 6).
+"""Evaluation of a student on isomer sets (docs/design.md section 6).
 
 Greedy (deterministic) batched generation from each isomer's prompt; the answer
 is read by ``iga.isomers.extract_answer``, the single place that parses answers.

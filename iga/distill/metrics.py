@@ -1,4 +1,4 @@
-"""Evaluation metrics of DESIGN.md section 6, as pure functions.
+"""Evaluation metrics of docs/design.md section 6, as pure functions.
 
 * Accuracy: share of examples whose extracted answer equals the gold answer.
 * Logical Consistency Score (LCS): for an isomer set with pooled hidden states

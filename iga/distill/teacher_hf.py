@@ -1,4 +1,4 @@
-"""A local Hugging Face causal LM as the teacher (DESIGN.md section 5).
+"""A local Hugging Face causal LM as the teacher (docs/design.md section 5).
 
 The teacher completes each training-domain prompt (the student's own prompt
 format, greedy, batched). A rationale is kept only when its extracted answer is

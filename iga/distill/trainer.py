@@ -2,7 +2,7 @@
 
 The TRL pattern (``XConfig(TrainingArguments)`` + ``XTrainer(Trainer)``): only the
 loss and the gradient edit are ours. The loss is completion-only cross-entropy,
-the mean over domains of per-domain token means (DESIGN.md section 2), with
+the mean over domains of per-domain token means (docs/design.md section 2), with
 optional token-level KD against a teacher that shares the vocabulary. With
 ``method="iga"`` an ``IGAStep`` captures per-domain gradients during the one
 backward and replaces ``.grad`` before clipping and the optimizer step;
