@@ -24,6 +24,7 @@ EXPECTED = {
     "rate[lora]",
     "projection[lora]",
     "reference[lora]",
+    "estimator[mask]",
 }
 JOINT = {
     f"{c}[{p},{k}]"
@@ -51,7 +52,7 @@ def test_quick_passes_every_claim_check(tmp_path, capsys):
     assert names == EXPECTED | JOINT
     for check in payload["checks"]:
         assert check["test"] and check["theorem"] and check["name"] in out
-        assert set(check["data"]) <= {"per_K", "per_T"}  # tables kept, curves dropped
+        assert set(check["data"]) <= {"per_K", "per_T", "per_point"}  # tables kept, no curves
         if check["role"] == "claim":
             assert check["passed"]
         else:

@@ -2,7 +2,7 @@
 
 The checks live by theorem: ``theory.check_bound`` (Theorem 1 and its corollaries),
 ``theory.check_rate`` (Theorems 2 and 3), ``theory.check_reference`` (the step
-itself) and ``theory.check_estimator`` (Lemma 4.1, the mask's estimators); they
+itself) and ``theory.check_estimator`` (Lemma E, the mask's estimators); they
 train through one helper, ``theory.pairs.train_pair``. Roles:
 
 * ``claim``: must pass (exit status 1 otherwise);
@@ -30,6 +30,7 @@ from theory.check_bound import (
     transient_check,
     validity,
 )
+from theory.check_estimator import estimator_check
 from theory.check_rate import rate_linear_check, rate_lora_checks
 from theory.check_reference import library_step, reference_check
 from theory.common import (
@@ -74,6 +75,7 @@ def claim_checks(s: Settings, seed: int, sabotage: str | None = None) -> list[Jo
         lambda: [rate_linear_check(s, seed)],
         lambda: rate_lora_checks(s, seed),
         lambda: [reference_check(s, seed, step)],
+        lambda: [estimator_check(s, seed)],
         *([lambda: [transient_check(s, seed)]] if s.transient_T else []),
     ]
 

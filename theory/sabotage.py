@@ -12,6 +12,10 @@ the checks compute, stays intact:
 * ``sign_flip``: the edited gradient has the wrong sign (ascent);
 * ``wrong_rank``: the low-rank projection keeps rank 1 whatever rank is asked.
 
+``split_same_half`` replaces ``iga.split_conflict_variance`` by one that is given the
+same half twice (so it estimates the noisy batch variance of a half, not the
+between-domain variance); ``estimator[mask]`` must fail.
+
 ``BROKEN_STEPS`` are whole IGA steps built from ``iga``'s public operators with one
 defect each, for the reference comparison (``theory.check_reference``), which must
 catch every one: ``ddof1`` (variance with ddof = 1), ``exp_plus`` (``exp(+tau V)``),
@@ -28,7 +32,7 @@ import torch
 import iga
 import iga.core.aligner
 
-PATCH_SABOTAGES = ("mask_ones", "mask_from_mean", "sign_flip", "wrong_rank")
+PATCH_SABOTAGES = ("mask_ones", "mask_from_mean", "sign_flip", "wrong_rank", "split_same_half")
 STEP_SABOTAGES = ("ddof1", "exp_plus", "mask_after_projection", "scale_ignored", "rank_plus_one")
 SABOTAGES = PATCH_SABOTAGES + STEP_SABOTAGES
 
@@ -54,12 +58,21 @@ def _wrong_rank(matrix, rank, method="auto", generator=None):
     return iga.project_low_rank(matrix, 1, method, generator=generator)
 
 
+_ORIGINAL_SPLIT = iga.split_conflict_variance
+
+
+def _split_same_half(grads_a, grads_b, kind="raw", eps=0.0):
+    return _ORIGINAL_SPLIT(grads_a, grads_a, kind, eps)
+
+
 _PATCHES = {
     "mask_ones": ("masked_mean", _mask_ones),
     "mask_from_mean": ("masked_mean", _mask_from_mean),
     "sign_flip": ("masked_mean", _sign_flip),
     "wrong_rank": ("project_low_rank", _wrong_rank),
+    "split_same_half": ("split_conflict_variance", _split_same_half),
 }
+_TARGET = {"split_same_half": iga}  # the public name the estimator check looks up
 
 
 def _broken_step(defect: str):
@@ -102,9 +115,10 @@ def sabotaged(name: str | None) -> Iterator[None]:
     if name not in _PATCHES:
         raise ValueError(f"unknown sabotage {name!r}; choose one of {SABOTAGES}.")
     attr, broken = _PATCHES[name]
-    original = getattr(iga.core.aligner, attr)
-    setattr(iga.core.aligner, attr, broken)
+    target = _TARGET.get(name, iga.core.aligner)
+    original = getattr(target, attr)
+    setattr(target, attr, broken)
     try:
         yield
     finally:
-        setattr(iga.core.aligner, attr, original)
+        setattr(target, attr, original)
