@@ -10,7 +10,7 @@ import pytest
 from iga.cli import main
 from theory.checks import CheckResult
 from theory.cli import format_table
-from theory.common import JOINT_CONFIGS
+from theory.common import JOINT_ESTIMATORS
 
 EXPECTED = {
     "validity[regression]",
@@ -27,8 +27,9 @@ EXPECTED = {
     "estimator[mask]",
 }
 JOINT = {
-    f"{c}[{p},{k}]"
-    for k in JOINT_CONFIGS
+    f"{c}[{p},{k}{'' if e == 'batch' else ',split'}]"
+    for k, estimators in JOINT_ESTIMATORS.items()
+    for e in estimators
     for c, p in (("tightness", "regression"), ("rate", "linear"))
 }
 

@@ -65,3 +65,24 @@ def test_peft_start_has_b_zero():
     problem = lora_problem(spu_scale=0.5)
     _, state, _ = lora_rate_setup(problem, 4, 0, start="peft")
     assert float(state.B.abs().max()) == 0 and float(state.A.abs().max()) > 0
+
+
+def test_split_mask_is_the_library_mask_of_the_split_variance():
+    from theory.trainers import SplitMask
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn((4, 3, 5), generator=g, dtype=torch.float64) for _ in range(2))
+    split = SplitMask(checks.OOD_CONFIG)
+    split.halves = (a, b)
+    res = split({"w": 0.5 * (a + b)})
+    expected = iga.conflict_mask(iga.split_conflict_variance(a, b, "relative", 1e-12), 5.0)
+    assert torch.allclose(res.masks["w"], expected)
+    assert torch.allclose(res.grads["w"], expected * 0.5 * (a + b).mean(0))
+
+
+def test_split_estimator_rate_row_passes_and_fails_when_the_estimator_is_broken():
+    ok = rate_linear_check(SMALL, seed=0, config=checks.OOD_CONFIG, estimator="split")
+    assert ok.passed, ok.detail
+    with sabotaged("split_same_half"):
+        broken = rate_linear_check(SMALL, seed=0, config=checks.OOD_CONFIG, estimator="split")
+    assert not broken.passed and broken.numbers["slope"] > ok.numbers["slope"]

@@ -29,6 +29,14 @@ JOINT_CONFIGS = {
     # steps and has no OOD effect (gap 4e-5); tau = 10 is the smallest tried that acts.
     "raw,tau=10": iga.IGAConfig(tau=10.0, variance="raw", projection="svd"),
 }
+# Estimators the joint rows run with: the library's default (the minibatch variance,
+# conflict_variance; IGAConfig has no estimator option yet) and the split estimator of
+# Lemma E (iga.split_conflict_variance on two half-batches, theory.trainers.SplitMask).
+JOINT_ESTIMATORS = {
+    "relative,tau=5": ("batch", "split"),
+    "relative,tau=1": ("batch",),
+    "raw,tau=10": ("batch", "split"),
+}
 
 
 def regression_problem(**kw) -> LinearShortcut:

@@ -18,7 +18,16 @@ import iga
 from theory import bound as bd
 from theory.common import Settings, fmt, gen
 from theory.problems import DTYPE, LinearShortcut, LoRAShift
-from theory.trainers import lora_init, make_aligner, train_linear, train_lora
+from theory.trainers import (
+    SplitMask,
+    linear_sample_oracle,
+    lora_init,
+    make_aligner,
+    run_linear,
+    split_oracle,
+    train_linear,
+    train_lora,
+)
 
 
 @dataclass
@@ -70,12 +79,15 @@ def train_pair_linear(
     delta: float,
     test_problem: LinearShortcut | None = None,
     rotation: torch.Tensor | None = None,
+    estimator: str = "batch",
 ) -> PairRun:
     """Train ERM and IGA by full-batch GD (lr = 1 / smoothness of the empirical risk).
 
     ``rotation`` Q (d, d): the learners see ``Q x`` (invariant and spurious features
     mixed on every coordinate, as in the scrambled unit tests of Aubin et al. 2021);
     the bound is evaluated on the equivalent predictor ``w Q`` in the original basis.
+    ``estimator="split"``: IGA's mask from ``iga.split_conflict_variance`` on the two
+    halves of each domain's examples (Lemma E); the step is the same full-batch mean.
     """
     g = gen(seed, f"linear-{problem.kind}-{K}")
     mu = problem.sample_domains(R, K, g)
@@ -86,7 +98,10 @@ def train_pair_linear(
     judge = test_problem or problem
     out = {}
     for method in ("erm", "iga"):
-        run = train_linear(problem, X, y, make_aligner(method, config), steps, lr)
+        if estimator == "split" and method == "iga":
+            run = _train_split(problem, X, y, config, steps, lr)
+        else:
+            run = train_linear(problem, X, y, make_aligner(method, config), steps, lr)
         w = run.w if rotation is None else run.w @ rotation
         out[method] = (bd.linear_bound(judge, w, mu, delta), run.mask_trace)
     zero = torch.zeros((1, problem.d), dtype=DTYPE)
@@ -95,6 +110,18 @@ def train_pair_linear(
     )  # w = 0: Dev = 0 and R_Q(0) = E y^2; classification: a fair coin errs half the time
     squared = problem.kind == "regression"
     return PairRun(out["erm"][0], out["iga"][0], out["iga"][1], problem.spu, trivial, squared)
+
+
+def _train_split(problem, X, y, config, steps, lr):
+    """Full-batch GD from zero with the split-estimator mask (halves of equal size)."""
+    h = X.shape[2] // 2
+    halves = [
+        linear_sample_oracle(problem, X[:, :, s], y[:, :, s])
+        for s in (slice(0, h), slice(h, 2 * h))
+    ]
+    split = SplitMask(config)
+    w0 = torch.zeros((X.shape[0], problem.d), dtype=DTYPE)
+    return run_linear(w0, split_oracle(halves, split), split, steps, lr)
 
 
 def train_pair_lora(
