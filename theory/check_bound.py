@@ -159,6 +159,7 @@ def k_scaling_check(
 
     Shrinking with K holds for ERM as well (``eps_X ~ K^-1/2`` by construction); the
     IGA-specific part is the relative gap at the largest K (an empirical claim).
+    Over 50 lines: most of it is the one CheckResult, whose fields are the report.
     """
     grid = s.k_grid if problem_name != "lora" else s.lora_k_grid
     reps = s.reps_k if problem_name != "lora" else s.reps_lora_k

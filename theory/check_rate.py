@@ -100,6 +100,7 @@ def rate_linear_check(
     (raw variance) on the masked measure, the only quantity Theorem 2 then controls.
     ``estimator="split"``: the mask from ``iga.split_conflict_variance`` on two independent
     half-batches (noise of each ``sqrt(2)`` times larger, their mean as before).
+    Over 50 lines: the oracle variants and the CheckResult (the report's fields).
     """
     problem = make_rate_problem(**problem_kw)
     g = gen(seed, "rate-linear")

@@ -193,7 +193,10 @@ def _regime_rate(result: CheckResult, why: str, quantity: str) -> list[CheckResu
 
 
 def regime_checks(s: Settings, seed: int) -> list[Job]:
-    """The claims outside the favourable settings, each with its predicted outcome."""
+    """The claims outside the favourable settings, each with its predicted outcome.
+
+    Over 50 lines because it is one list, one entry per row of THEOREMS.md section 5.
+    """
     wide = replace(s, k_grid=(4, 8, 16, 32, 64))
     rot = {"rotation": random_rotation(8, seed + 17)}
     return [
