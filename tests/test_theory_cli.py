@@ -42,9 +42,9 @@ def test_theory_is_a_registered_subcommand(capsys):
 
 def test_quick_passes_every_claim_check(tmp_path, capsys):
     path = tmp_path / "theory.json"
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the machine is shared, wall time depends on load
     assert main(["theory", "--quick", "--json", str(path)]) == 0
-    assert time.perf_counter() - start < 60
+    assert time.process_time() - start < 60
     out = capsys.readouterr().out
     assert f"{len(EXPECTED)}/{len(EXPECTED)} claim checks pass" in out
     payload = json.loads(path.read_text())

@@ -102,6 +102,7 @@ def joint_checks(s: Settings, seed: int, memo: dict | None = None) -> list[Job]:
     is a renamed copy of that claim's result (``memo``), not a second identical run.
     """
     memo = {} if memo is None else memo
+    sj = replace(s, reps_rate=s.reps_joint_rate)
 
     def both(label: str, config: iga.IGAConfig, estimator: str) -> list[CheckResult]:
         tag = label if estimator == "batch" else f"{label},split"
@@ -111,11 +112,11 @@ def joint_checks(s: Settings, seed: int, memo: dict | None = None) -> list[Job]:
             ood.name = f"tightness[regression,{tag}]"
         else:
             ood = bound_checks("regression", s, seed, config, f",{tag}", pair_kw)[1]
-        if estimator == "batch" and ("rate", _ckey(config)) in memo:
+        if estimator == "batch" and ("rate", _ckey(config)) in memo and sj == s:
             rate = copy.deepcopy(memo["rate", _ckey(config)][0])
             rate.name = f"rate[linear,{tag}]"
         else:
-            rate = rate_linear_check(s, seed, config, suffix=f",{tag}", estimator=estimator)
+            rate = rate_linear_check(sj, seed, config, suffix=f",{tag}", estimator=estimator)
         for r in (ood, rate):
             r.role = "joint"
         return [ood, rate]
