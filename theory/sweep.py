@@ -143,6 +143,7 @@ def plot(rows: list[dict], path: Path) -> None:
             )
         ax.plot(ks, [r["trivial"] for r in pts], color="k", linestyle=":", label="trivial")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # bounds and OOD risks differ by an order of magnitude
     ax.set_xlabel("K (training domains)")
     ax.set_ylabel("risk")
     ax.set_title(f"Theorem 1 on {rows[0]['problem']}")
