@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -42,9 +41,9 @@ def test_theory_is_a_registered_subcommand(capsys):
 
 def test_quick_passes_every_claim_check(tmp_path, capsys):
     path = tmp_path / "theory.json"
-    start = time.process_time()  # CPU time: the machine is shared, wall time depends on load
     assert main(["theory", "--quick", "--json", str(path)]) == 0
-    assert time.process_time() - start < 60
+    # Its 60 s target is a speed target: measured by `iga theory --quick` itself (it prints
+    # its time), never asserted in a unit test.
     out = capsys.readouterr().out
     assert f"{len(EXPECTED)}/{len(EXPECTED)} claim checks pass" in out
     payload = json.loads(path.read_text())
