@@ -3,13 +3,13 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
 from iga.cli import main
 from theory.checks import CheckResult
 from theory.cli import format_table
+from theory.common import JOINT_ESTIMATORS
 
 EXPECTED = {
     "validity[regression]",
@@ -22,6 +22,14 @@ EXPECTED = {
     "rate[linear]",
     "rate[lora]",
     "projection[lora]",
+    "reference[lora]",
+    "estimator[mask]",
+}
+JOINT = {
+    f"{c}[{p},{k}{'' if e == 'batch' else ',split'}]"
+    for k, estimators in JOINT_ESTIMATORS.items()
+    for e in estimators
+    for c, p in (("tightness", "regression"), ("rate", "linear"))
 }
 
 
@@ -33,18 +41,25 @@ def test_theory_is_a_registered_subcommand(capsys):
 
 def test_quick_passes_every_claim_check(tmp_path, capsys):
     path = tmp_path / "theory.json"
-    start = time.perf_counter()
     assert main(["theory", "--quick", "--json", str(path)]) == 0
-    assert time.perf_counter() - start < 60
+    # Its 60 s target is a speed target: measured by `iga theory --quick` itself (it prints
+    # its time), never asserted in a unit test.
     out = capsys.readouterr().out
-    assert "10/10 claim checks pass" in out
+    assert f"{len(EXPECTED)}/{len(EXPECTED)} claim checks pass" in out
     payload = json.loads(path.read_text())
     assert payload["mode"] == "quick" and payload["all_claims_pass"]
     names = {c["name"] for c in payload["checks"]}
-    assert names == EXPECTED
+    assert names == EXPECTED | JOINT
     for check in payload["checks"]:
-        assert check["passed"] and check["test"] and check["theorem"] and "data" not in check
-        assert check["name"] in out
+        assert check["test"] and check["theorem"] and check["name"] in out
+        assert set(check["data"]) <= {"per_K", "per_T", "per_point"}  # tables kept, no curves
+        if check["role"] == "claim":
+            assert check["passed"]
+        else:
+            assert check["role"] == "joint"
+    per_k = next(c for c in payload["checks"] if c["name"] == "k_scaling[regression]")["data"]
+    assert sorted(map(int, per_k["per_K"])) == [2, 4, 8, 16, 32]
+    assert {"bound_iga", "ood_erm", "slack_iga", "trivial"} <= set(per_k["per_K"]["8"])
 
 
 def test_table_marks_regime_rows_and_failures():
@@ -61,9 +76,13 @@ def test_table_marks_regime_rows_and_failures():
         CheckResult(name="a", passed=False, **common),
         CheckResult(name="b", passed=False, role="regime", expect_pass=False, **common),
         CheckResult(name="c", passed=True, role="regime", expect_pass=False, **common),
+        CheckResult(name="d", passed=True, role="regime", outcome="not confirmed", **common),
+        CheckResult(name="e", passed=False, role="joint", **common),
     ]
     table = format_table(rows)
     assert "FAIL" in table and "fails (predicted)" in table and "PASSES (unpredicted)" in table
+    assert "NOT CONFIRMED" in table and "fails" in table
+    assert not rows[3].as_expected
     assert "x [0, 2]" in table and "p = 0.5" in table
 
 

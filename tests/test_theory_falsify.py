@@ -13,7 +13,7 @@ import torch
 import iga.core.aligner
 from theory import bound as bd
 from theory import checks
-from theory.sabotage import SABOTAGES, sabotaged
+from theory.sabotage import PATCH_SABOTAGES, sabotaged
 
 SMALL = replace(checks.Settings.quick(), reps_bound=80, train_steps=200, reps_k=20)
 
@@ -80,15 +80,20 @@ def test_bound_without_its_deviation_term_fails_validity(monkeypatch):
 
 
 def test_fresh_domains_from_another_meta_distribution_fail_validity():
-    result = checks._shifted_validity(SMALL, seed=0)
+    result = checks.shifted_validity(SMALL, seed=0)
     assert not result.passed and result.numbers["coverage"] < 0.5
 
 
+def _operators():
+    a = iga.core.aligner
+    return (a.masked_mean, a.project_low_rank, iga.split_conflict_variance)
+
+
 def test_sabotage_restores_the_operators():
-    before = (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank)
-    for name in SABOTAGES:
+    before = _operators()
+    for name in PATCH_SABOTAGES:
         with sabotaged(name):
-            assert (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank) != before
-        assert (iga.core.aligner.masked_mean, iga.core.aligner.project_low_rank) == before
+            assert _operators() != before
+        assert _operators() == before
     with pytest.raises(ValueError, match="unknown sabotage"), sabotaged("nope"):
         pass

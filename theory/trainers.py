@@ -298,3 +298,42 @@ def train_lora(
 ) -> LoRARun:
     """Full-batch (per domain) gradient descent on the factors from ``init``."""
     return run_lora(init, lora_sample_oracle(X, Y), aligner, steps, lr, problem.W0)
+
+
+# ---------------------------------------------------------------- split estimator (Lemma E)
+
+
+class SplitMask:
+    """IGA whose mask comes from ``iga.split_conflict_variance`` on two halves per domain.
+
+    Plain parameters only. ``halves`` is set by the oracle of ``split_oracle`` before each
+    call: per-domain gradients of two disjoint halves of each domain's examples (K, R, d),
+    whose mean is the full-batch per-domain gradient the step averages.
+    """
+
+    def __init__(self, config: iga.IGAConfig) -> None:
+        self.config = config
+        self.halves: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, per_domain, lora=None):
+        if self.halves is None:
+            raise RuntimeError("SplitMask needs the oracle's halves; use split_oracle.")
+        a, b = self.halves
+        c = self.config
+        mask = iga.conflict_mask(
+            iga.split_conflict_variance(a, b, c.variance, c.eps), c.tau, floor=c.mask_floor
+        )
+        grads = {name: mask * g.mean(dim=0) for name, g in per_domain.items()}
+        return iga.AlignResult(grads=grads, masks={name: mask for name in per_domain})
+
+
+def split_oracle(half_oracles, split: SplitMask | None):
+    """``w -> (K, R, d)``: the mean of the two halves' gradients, recording them in ``split``."""
+
+    def oracle(w):
+        a, b = (o(w) for o in half_oracles)
+        if split is not None:
+            split.halves = (a, b)
+        return 0.5 * (a + b)
+
+    return oracle
