@@ -68,9 +68,10 @@ def recorded_steps(path: Path) -> set[int]:
 class CurveRecorder(TrainerCallback):
     """Evaluates on the validation split every ``every`` steps and appends a record."""
 
-    def __init__(self, out: Path, tokenizer, config, val, held, every: int, batch_size: int):
+    def __init__(self, out: Path, tokenizer, config, val, held, every: int, at, batch_size: int):
         self.out, self.tokenizer, self.config = out, tokenizer, config
         self.val, self.held, self.every, self.batch_size = val, held, every, batch_size
+        self.at = set(at)
         self.done = recorded_steps(out / "curve.jsonl")
         self.step_clock: tuple[int, float] | None = None
 
@@ -81,10 +82,11 @@ class CurveRecorder(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
-        if step % self.every == 0 and step not in self.done:
+        if (step % self.every == 0 or step in self.at) and step not in self.done:
             first, t0 = self.step_clock
             seconds = (time.perf_counter() - t0) / max(1, step - first)
             self.record(model, state, train_seconds=seconds)
+            control.should_save = True  # a checkpoint at every evaluation point
             self.step_clock = (step, time.perf_counter())
 
     def record(self, model, state, train_seconds: float) -> None:
@@ -138,6 +140,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank on every linear layer")
     p.add_argument("--space", default="factor", choices=["full", "factor"], help="IGA space")
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
+    p.add_argument(
+        "--eval-at",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[25, 50],
+        help="extra early evaluation steps, comma-separated (a checkpoint at each)",
+    )
     p.add_argument("--n-val-sets", type=int, default=16, help="validation sets per family")
     p.add_argument("--n-heldout-sets", type=int, default=4, help="held-out sets per family")
     p.add_argument("--eval-batch", type=int, default=64, help="generation batch size")
@@ -164,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         evaluate=False,
     )
     saved = out / "curve_config.json"
-    wanted = {"distill": asdict(config), "curve": vars(a)}
+    # When and how fast it evaluates does not change the trained weights (greedy, no
+    # dropout, no RNG draws), so it is not part of the curve's identity.
+    cadence = ("eval_every", "eval_at", "eval_batch")
+    wanted = {
+        "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
+        "curve": {k: v for k, v in vars(a).items() if k not in cadence},
+    }
     if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(wanted)):
         print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
         return 2
@@ -188,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(wanted, indent=2))
     trainer.add_callback(
-        CurveRecorder(out, tokenizer, config, val, held, a.eval_every, a.eval_batch)
+        CurveRecorder(out, tokenizer, config, val, held, a.eval_every, a.eval_at, a.eval_batch)
     )
     checkpoint = newest_checkpoint(Path(config.out))
     print(f"student {source}; train sets {len(dataset)}; resume from {checkpoint}", flush=True)
