@@ -139,3 +139,27 @@ def test_answer_line_stop_marks_only_finished_rows():
     prompt = torch.zeros((2, 3), dtype=torch.long)  # (2, 3): a prompt the stop skips
     stop = AnswerLineStop(tokenizer, prompt_width=3)
     assert stop(torch.cat([prompt, batch], dim=1), None).tolist() == [True, False]
+
+
+def test_pooled_prompt_representations_do_not_depend_on_the_head():
+    """The pooling forward keeps one logit per row; the hidden states it pools are the ones
+    of a full-logit forward (the LCS representations are unchanged)."""
+    from iga.distill.evaluate import _last_logit_only
+
+    scripted, tokenizer = scripted_model()
+    with seeded(1):
+        model = LlamaForCausalLM(scripted.config).eval()
+    assert _last_logit_only(model) == {"logits_to_keep": 1}
+    _, pooled = generate_and_pool(model, tokenizer, PROMPTS, 2, 4, stop_at_answer=False)
+    enc = tokenizer(
+        [tokenizer.bos_token + p + "\n" for p in PROMPTS],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
+    with torch.no_grad():
+        out = model(**enc, output_hidden_states=True)
+    assert out.logits.shape[1] == enc.input_ids.shape[1]  # the reference ran the full head
+    mask = enc.attention_mask.unsqueeze(-1).float()  # (b, T, 1)
+    expected = (out.hidden_states[-1] * mask).sum(1) / mask.sum(1)  # (b, d)
+    assert torch.allclose(pooled, expected, atol=1e-6)

@@ -80,6 +80,16 @@ class AnswerLineStop:
         return self.done.clone()  # (b,)
 
 
+def _last_logit_only(model) -> dict:
+    """``logits_to_keep=1`` where the model takes it: the pooling forward needs hidden states,
+    not a vocabulary-wide head over every prompt position (the same hidden states)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    accepted = inspect.signature(base.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+
+
 def _batches(items: Sequence, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -110,7 +120,8 @@ def generate_and_pool(
             add_special_tokens=False,
         ).to(model.device)
         if pool:
-            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # (b, T, d)
+            hidden = model(**enc, **_last_logit_only(model), output_hidden_states=True)
+            hidden = hidden.hidden_states[-1]  # (b, T, d)
             mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
             pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
         width = enc.input_ids.shape[1]
