@@ -108,3 +108,42 @@ def check_domain_ids(domain_ids: torch.Tensor, num_domains: int) -> torch.Tensor
             f"{int(ids.max())}. Map your domain names to 0..K-1."
         )
     return ids.long()
+
+
+def supervised_token_losses(model, inputs: dict, labels: torch.Tensor):
+    """``completion_token_losses`` with the LM head applied to supervised positions only.
+
+    A forward pre-hook on the output embedding (``model.get_output_embeddings()``)
+    hands it the hidden states of the N supervised positions, (N, d), instead of all
+    (B, T, d): over a 49,152-word vocabulary most of the head's work is prompt and
+    padding. The N losses are scattered back into a (B, T-1) tensor that is zero
+    off the mask, so ``domain_mean_loss(losses, mask, ...)`` gives the same value and
+    gradients as the full-logit loss (tests/test_completion_logits.py). Returns
+    (losses (B, T-1), mask (B, T-1), model outputs whose ``logits`` are (N, V)).
+    Models without an output embedding fall back to full logits.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        outputs = model(**inputs)
+        return (*completion_token_losses(outputs.logits, labels), outputs)
+    mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1)
+
+    def keep_supervised(module, args):
+        hidden = args[0]  # (B, T, d): every position, logits_to_keep=0
+        if hidden.dim() != 3 or hidden.shape[:2] != labels.shape:
+            raise RuntimeError(
+                f"supervised_token_losses: the output embedding got hidden states of shape "
+                f"{tuple(hidden.shape)}, not (B, T, d) = {tuple(labels.shape)} + (d,); "
+                "this model slices positions before its head, use completion_token_losses."
+            )
+        return (hidden[:, :-1][mask], *args[1:])  # (N, d)
+
+    handle = head.register_forward_pre_hook(keep_supervised)
+    try:
+        outputs = model(**inputs)
+    finally:
+        handle.remove()
+    target = labels[:, 1:][mask]  # (N,)
+    picked = F.cross_entropy(outputs.logits.float(), target, reduction="none")  # (N,)
+    losses = picked.new_zeros(mask.shape).masked_scatter(mask, picked)  # (B, T-1)
+    return losses, mask, outputs

@@ -1,7 +1,9 @@
 """Evaluation of a student on isomer sets (docs/design.md section 6).
 
-Greedy (deterministic) batched generation from each isomer's prompt; the answer
-is read by ``iga.isomers.extract_answer``, the single place that parses answers.
+Greedy (deterministic) batched generation from each isomer's prompt, left padded,
+with the KV cache; each sequence stops at the end of its first ``Answer:`` line
+(``AnswerLineStop``), which fixes what ``iga.isomers.extract_answer`` (the single
+place that parses answers) reads, so stopping early changes no answer.
 Representations for the Logical Consistency Score are the last layer's hidden
 states mean-pooled over the prompt tokens (what the student makes of the problem
 before it writes anything).
@@ -9,6 +11,7 @@ before it writes anything).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +47,49 @@ class EvalResult:
         return d
 
 
+# The first answer line, complete (ended by a newline): the pattern of
+# iga.isomers.answers._ANSWER_LINE followed by the rest of its line and "\n".
+_DONE_ANSWER_LINE = re.compile(r"^[ \t]*answer[ \t]*:[^\n]*\n", re.IGNORECASE | re.MULTILINE)
+
+
+class AnswerLineStop:
+    """Per-sequence stop once the completion holds a complete first ``Answer:`` line.
+
+    ``extract_answer`` reads only the first answer line, so every token after its
+    newline is wasted work; a sequence that ends with EOS instead stops there as usual.
+    ``prompt_width`` is the (left-padded) prompt length: completions start after it.
+    Duck-typed as a ``transformers.StoppingCriteria`` (importing transformers here
+    would cost ``iga --help`` seconds).
+    """
+
+    def __init__(self, tokenizer, prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        todo = (~self.done).nonzero().flatten().tolist()
+        texts = self.tokenizer.batch_decode(
+            input_ids[todo, self.prompt_width :], skip_special_tokens=True
+        )
+        for i, text in zip(todo, texts):
+            if _DONE_ANSWER_LINE.search(text):
+                self.done[i] = True
+        return self.done.clone()  # (b,)
+
+
+def _last_logit_only(model) -> dict:
+    """``logits_to_keep=1`` where the model takes it: the pooling forward needs hidden states,
+    not a vocabulary-wide head over every prompt position (the same hidden states)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    accepted = inspect.signature(base.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+
+
 def _batches(items: Sequence, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -57,8 +103,13 @@ def generate_and_pool(
     max_new_tokens: int,
     batch_size: int,
     pool: bool = True,
+    stop_at_answer: bool = True,
 ):
-    """Greedy completions and (if ``pool``) pooled prompt representations (N, d), in order."""
+    """Greedy completions and (if ``pool``) pooled prompt representations (N, d), in order.
+
+    ``stop_at_answer`` ends each sequence after its first complete ``Answer:`` line
+    (same answers as full-length generation; tests/test_generation.py).
+    """
     tokenizer.padding_side = "left"
     texts, pooled = [], []
     for chunk in _batches(list(prompts), batch_size):
@@ -69,17 +120,23 @@ def generate_and_pool(
             add_special_tokens=False,
         ).to(model.device)
         if pool:
-            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]  # (b, T, d)
+            hidden = model(**enc, **_last_logit_only(model), output_hidden_states=True)
+            hidden = hidden.hidden_states[-1]  # (b, T, d)
             mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
             pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
+        width = enc.input_ids.shape[1]
+        from transformers import StoppingCriteriaList
+
+        stop = StoppingCriteriaList([AnswerLineStop(tokenizer, width)] if stop_at_answer else [])
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            stopping_criteria=stop,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        texts += tokenizer.batch_decode(out[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
+        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return texts, (torch.cat(pooled) if pool else None)
 
 

@@ -110,14 +110,18 @@ def build_default_student(tokenizer, config: StudentConfig):
 
 
 def load_local_model(path: str | Path, trust_remote_code: bool = False):
-    """(model, tokenizer) from a local folder; safetensors weights, no hub access."""
+    """(model, tokenizer) from a local folder, a ``.gguf`` file or a preset name
+    (``iga.distill.gguf``); safetensors weights, no hub access."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
+    from iga.distill.gguf import PRESETS, resolve_model_path
+
+    path = resolve_model_path(str(path), trust_remote_code)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path} is not a Hugging Face model folder (no config.json). Pass a local path "
-            "saved with save_pretrained; nothing is downloaded from a hub."
+            f"saved with save_pretrained, a .gguf file or a preset ({', '.join(PRESETS)}); "
+            "nothing is downloaded from a hub."
         )
     kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     try:

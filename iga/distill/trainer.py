@@ -18,7 +18,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from iga.core.config import TRAINER_METHODS as METHODS
 from iga.core.config import IGAConfig
-from iga.core.losses import completion_token_losses, domain_mean_loss, kd_token_losses
+from iga.core.losses import (
+    completion_token_losses,
+    domain_mean_loss,
+    kd_token_losses,
+    supervised_token_losses,
+)
 from iga.core.step import IGAStep
 
 
@@ -104,10 +109,14 @@ class IGATrainer(Trainer):
         labels = inputs.pop("labels")
         if self.iga_step is not None and model.training:
             self.iga_step.set_domains(domain_ids)
-        outputs = model(**inputs)
-        ce, mask = completion_token_losses(outputs.logits, labels)
+        use_kd = self.teacher_model is not None and self.args.kd_weight > 0
+        if use_kd:  # KD compares full distributions at every position
+            outputs = model(**inputs)
+            ce, mask = completion_token_losses(outputs.logits, labels)
+        else:  # the LM head on supervised positions only: same loss, less work
+            ce, mask, outputs = supervised_token_losses(model, inputs, labels)
         loss = domain_mean_loss(ce, mask, domain_ids, self.num_domains)
-        if self.teacher_model is not None and self.args.kd_weight > 0:
+        if use_kd:
             with torch.no_grad():
                 teacher_logits = self.teacher_model(**inputs).logits
             kd = kd_token_losses(outputs.logits, teacher_logits, self.args.kd_temperature)

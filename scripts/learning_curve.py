@@ -1,0 +1,214 @@
+"""Learning curves: training-domain validation accuracy per family vs steps (issue 15, item 3).
+
+One curve is one ``iga distill`` configuration (``DistillConfig``: the project's data,
+collator, loss, ``IGATrainer`` and ``evaluate``) trained for ``--steps`` and evaluated
+every ``--eval-every`` steps (and once before training) on a fixed validation split:
+``--n-val-sets`` sets per family in each training domain (seeded apart from training
+and test sets) plus ``--n-heldout-sets`` per family in each held-out domain. Each
+evaluation point appends one JSON line to ``<out>/curve.jsonl`` (its completions go
+to ``<out>/evals/step-<n>.json``); checkpoints go to ``<out>/ckpt`` every
+``--eval-every`` steps, and rerunning the same command resumes from the newest one,
+skipping evaluation points already recorded.
+
+    PYTHONPATH=$PWD python scripts/learning_curve.py --name erm-r16-lr5e-4 \\
+        --student smollm2-135m --method erm --lora-rank 16 --lr 5e-4 --batch-sets 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from iga.distill.data import IsomerCollator, IsomerDataset
+from iga.distill.evaluate import evaluate
+from iga.distill.run import (
+    DistillConfig,
+    load_student,
+    load_training_sets,
+    newest_checkpoint,
+    training_arguments,
+)
+from iga.isomers import FAMILIES, generate_sets
+
+VALIDATION_SEED_OFFSET = 700_000  # apart from training (0) and test (500_000) seeds
+CURVES = Path("results/pretrained/curves")
+
+
+def validation_sets(config: DistillConfig, n_val: int, n_heldout: int):
+    """(training-domain sets, held-out-domain sets), fixed by ``config.seed``."""
+    seed = config.seed + VALIDATION_SEED_OFFSET
+    val = [s for f in config.families for s in generate_sets(f, config.train_domains, n_val, seed)]
+    held = [
+        s
+        for f in config.families
+        for s in generate_sets(f, config.heldout_domains, n_heldout, seed + 1)
+    ]
+    return val, held
+
+
+def recorded_steps(path: Path) -> set[int]:
+    if not path.is_file():
+        return set()
+    steps = set()
+    for line in path.read_text().splitlines():
+        try:
+            steps.add(int(json.loads(line)["step"]))
+        except (json.JSONDecodeError, KeyError, ValueError):
+            continue  # a line cut short by a kill; that point is evaluated again
+    return steps
+
+
+class CurveRecorder(TrainerCallback):
+    """Evaluates on the validation split every ``every`` steps and appends a record."""
+
+    def __init__(self, out: Path, tokenizer, config, val, held, every: int, at, batch_size: int):
+        self.out, self.tokenizer, self.config = out, tokenizer, config
+        self.val, self.held, self.every, self.batch_size = val, held, every, batch_size
+        self.at = set(at)
+        self.done = recorded_steps(out / "curve.jsonl")
+        self.step_clock: tuple[int, float] | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.step_clock = (state.global_step, time.perf_counter())
+        if 0 not in self.done and state.global_step == 0:
+            self.record(model, state, train_seconds=0.0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if (step % self.every == 0 or step in self.at) and step not in self.done:
+            first, t0 = self.step_clock
+            seconds = (time.perf_counter() - t0) / max(1, step - first)
+            self.record(model, state, train_seconds=seconds)
+            control.should_save = True  # a checkpoint at every evaluation point
+            self.step_clock = (step, time.perf_counter())
+
+    def record(self, model, state, train_seconds: float) -> None:
+        t0 = time.perf_counter()
+        cfg = self.config
+        ev_id = evaluate(
+            model, self.tokenizer, self.val, cfg.train_domains, (), batch_size=self.batch_size
+        )
+        ev_ood = evaluate(
+            model, self.tokenizer, self.held, (), cfg.heldout_domains, batch_size=self.batch_size
+        )
+        model.train()
+        # on_step_end runs before this step's log: the newest logged loss is the last one
+        logged = [(h["step"], h["loss"]) for h in state.log_history if "loss" in h]
+        row = {
+            "step": state.global_step,
+            "train_loss": logged[-1][1] if logged else None,
+            "train_loss_step": logged[-1][0] if logged else None,
+            "seconds_per_step": train_seconds,
+            "eval_seconds": time.perf_counter() - t0,
+            "accuracy_id": ev_id.accuracy_id,
+            "accuracy_ood": ev_ood.accuracy_ood,
+            "id": {f: v["id"] for f, v in ev_id.per_family.items()},
+            "ood": {f: v["ood"] for f, v in ev_ood.per_family.items()},
+            "answer_consistency_id": ev_id.answer_consistency,
+            "n_val": ev_id.n_examples,
+            "n_heldout": ev_ood.n_examples,
+            "loadavg_1m": os.getloadavg()[0],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        evals = self.out / "evals"
+        evals.mkdir(parents=True, exist_ok=True)
+        examples = {"id": ev_id.examples, "ood": ev_ood.examples}
+        (evals / f"step-{state.global_step}.json").write_text(json.dumps(examples, indent=1))
+        with open(self.out / "curve.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.done.add(state.global_step)
+        print(json.dumps(row), flush=True)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="curve folder under results/pretrained/curves")
+    p.add_argument("--student", default="smollm2-135m", help="preset, .gguf file or HF folder")
+    p.add_argument("--method", default="erm", choices=["erm", "iga"], help="training method")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), help="isomer families")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (schedule length)")
+    p.add_argument("--batch-sets", type=int, default=4, help="isomer sets per step")
+    p.add_argument("--n-sets", type=int, default=500, help="training sets per family")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine)")
+    p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank on every linear layer")
+    p.add_argument("--space", default="factor", choices=["full", "factor"], help="IGA space")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
+    p.add_argument(
+        "--eval-at",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[25, 50],
+        help="extra early evaluation steps, comma-separated (a checkpoint at each)",
+    )
+    p.add_argument("--n-val-sets", type=int, default=16, help="validation sets per family")
+    p.add_argument("--n-heldout-sets", type=int, default=4, help="held-out sets per family")
+    p.add_argument("--eval-batch", type=int, default=64, help="generation batch size")
+    p.add_argument("--seed", type=int, default=0, help="data, LoRA and trainer seed")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    out = CURVES / a.name
+    config = DistillConfig(
+        method=a.method,
+        out=str(out / "ckpt"),
+        families=tuple(a.families),
+        n_sets=a.n_sets,
+        seed=a.seed,
+        steps=a.steps,
+        batch_sets=a.batch_sets,
+        lr=a.lr,
+        lora_rank=a.lora_rank,
+        space=a.space,
+        student=a.student,
+        save_steps=a.eval_every,
+        evaluate=False,
+    )
+    saved = out / "curve_config.json"
+    # When and how fast it evaluates does not change the trained weights (greedy, no
+    # dropout, no RNG draws), so it is not part of the curve's identity.
+    cadence = ("eval_every", "eval_at", "eval_batch")
+    wanted = {
+        "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
+        "curve": {k: v for k, v in vars(a).items() if k not in cadence},
+    }
+    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(wanted)):
+        print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
+        return 2
+    from iga.distill.trainer import IGATrainer
+
+    model, tokenizer, source = load_student(config)
+    dataset = IsomerDataset(
+        load_training_sets(config), config.train_domains, tokenizer, config.max_length
+    )
+    val, held = validation_sets(config, a.n_val_sets, a.n_heldout_sets)
+    args = training_arguments(config)
+    args.logging_steps = 10
+    args.disable_tqdm = True
+    trainer = IGATrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=IsomerCollator(tokenizer.pad_token_id),
+        num_domains=len(config.train_domains),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(wanted, indent=2))
+    trainer.add_callback(
+        CurveRecorder(out, tokenizer, config, val, held, a.eval_every, a.eval_at, a.eval_batch)
+    )
+    checkpoint = newest_checkpoint(Path(config.out))
+    print(f"student {source}; train sets {len(dataset)}; resume from {checkpoint}", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
