@@ -455,6 +455,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--methods", nargs="+", help=f"subset of {METHODS} (erm always runs)")
     s.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     s.set_defaults(func=_main)
-    from iga.bench_student import register as register_student
+    from iga.bench.student import register as register_student
 
     register_student(bench_sub)
