@@ -24,7 +24,12 @@ def register(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="experiments_command", metavar="ACTION")
     run = sub.add_parser("run", help="run (or resume) a suite; finished runs are skipped")
-    run.add_argument("--suite", choices=("quick", "full"), default="quick")
+    run.add_argument(
+        "--suite",
+        choices=("quick", "full", "estimator"),
+        default="quick",
+        help="which suite (empirical/suites.py): quick, full, or estimator (issue 14)",
+    )
     run.add_argument("--jobs", type=int, default=1, help="parallel runs, one CPU thread each")
     run.add_argument(
         "--out", type=Path, default=None, help="records folder (results/empirical/SUITE)"

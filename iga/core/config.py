@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,7 +14,44 @@ PROJECTIONS = ("svd", "tangent", "none")
 SPACES = ("full", "factor")
 SVD_METHODS = ("auto", "exact", "randomized")
 MASK_TARGETS = ("gradient", "update")
+ESTIMATORS = ("batch", "split", "ema")
 TRAINER_METHODS = ("iga", "erm")  # IGATrainer's gradient steps; empirical/ registers baselines
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Rebuild dataclass ``cls`` from ``asdict`` output: nested dataclasses recursively,
+    lists back to tuples where the field is a tuple; ``None`` stays ``None``.
+
+    An unknown key is an error naming it (and ``where`` it came from, e.g. a file).
+    """
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}."
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kind = _strip_optional(hints[name])
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = dataclass_from_dict(kind, value, f"{where}.{name}")
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _strip_optional(kind: Any) -> Any:
+    """``X | None`` -> ``X`` (for one non-None member); anything else unchanged."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return kind
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -35,20 +75,40 @@ class IGAConfig:
     tau: float = field(default=5.0, metadata={"help": "Mask temperature; 0 turns the mask off."})
     variance: str = field(
         default="relative",
-        metadata={"help": "'raw' (paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1))."},
+        metadata={
+            "help": "'raw' (the paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1], so "
+            "tau is free of the gradient's scale).",
+            "choices": VARIANCE_KINDS,
+        },
     )
     projection: str = field(
         default="svd",
-        metadata={"help": "'svd' (rank-r truncated SVD), 'tangent' (tangent space at BA), 'none'."},
+        metadata={
+            "help": "Projection of the masked gradient onto the LoRA manifold: 'svd' (rank-r "
+            "truncated SVD), 'tangent' (tangent space at B A) or 'none'.",
+            "choices": PROJECTIONS,
+        },
     )
     rank: int | None = field(
-        default=None, metadata={"help": "Projection rank; None uses each LoRA layer's rank."}
+        default=None,
+        metadata={"help": "Rank of the SVD projection; unset uses each LoRA layer's rank."},
     )
     space: str = field(
         default="full",
-        metadata={"help": "'full': per-domain effective-weight gradients; 'factor': of A and B."},
+        metadata={
+            "help": "Where per-domain gradients are taken: 'full' (the effective weight "
+            "s B A, out x in) or 'factor' (A and B; cheaper, no full-size matrices).",
+            "choices": SPACES,
+        },
     )
-    svd_method: str = field(default="auto", metadata={"help": "'auto', 'exact' or 'randomized'."})
+    svd_method: str = field(
+        default="auto",
+        metadata={
+            "help": "SVD of the projection: 'exact', 'randomized' (torch.svd_lowrank) or "
+            "'auto' (a size threshold decides).",
+            "choices": SVD_METHODS,
+        },
+    )
     eps: float = field(
         default=1e-12, metadata={"help": "Added to mean_k G_k^2 in the relative variance."}
     )
@@ -57,7 +117,28 @@ class IGAConfig:
     )
     mask_target: str = field(
         default="gradient",
-        metadata={"help": "Mask the gradient fed to the optimizer, or the optimizer's update."},
+        metadata={
+            "help": "Mask the gradient fed to the optimizer ('gradient') or the optimizer's "
+            "update ('update'; needs --space factor).",
+            "choices": MASK_TARGETS,
+        },
+    )
+    estimator: str = field(
+        default="batch",
+        metadata={
+            "help": "How V is estimated: 'batch' (variance of this step's minibatch gradients; "
+            "biased up by sampling noise), 'split' (unbiased, from two halves of each "
+            "domain's examples), 'ema' (variance of moving averages of the per-domain "
+            "gradients across steps).",
+            "choices": ESTIMATORS,
+        },
+    )
+    ema_beta: float = field(
+        default=0.9,
+        metadata={
+            "help": "Decay of the 'ema' estimator's moving averages, in [0, 1); the noise "
+            "variance in V shrinks by (1 - beta) / (1 + beta)."
+        },
     )
     warmup_steps: int = field(
         default=0, metadata={"help": "Plain ERM steps before the mask switches on."}
@@ -72,6 +153,12 @@ class IGAConfig:
         _check_choice("space", self.space, SPACES)
         _check_choice("svd_method", self.svd_method, SVD_METHODS)
         _check_choice("mask_target", self.mask_target, MASK_TARGETS)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        if not (isinstance(self.ema_beta, (int, float)) and 0.0 <= self.ema_beta < 1.0):
+            raise ValueError(
+                f"IGAConfig.ema_beta must lie in [0, 1) (1 would never update the moving "
+                f"average), got {self.ema_beta!r}."
+            )
         if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
             raise ValueError(f"IGAConfig.rank must be an integer >= 1 or None, got {self.rank!r}.")
         if not (self.eps >= 0 and math.isfinite(self.eps)):
@@ -83,3 +170,7 @@ class IGAConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> IGAConfig:
+        return dataclass_from_dict(cls, data, where)

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 import time
+import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
+from iga.core.config import IGAConfig
 from iga.distill.run import DistillConfig, distill, load_eval_sets, write_eval
 
 _CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
@@ -32,10 +34,52 @@ _BASE_FLAGS = {
 }
 
 
+# IGAConfig field -> flag where the plain --name would be ambiguous beside the run's flags;
+# every other field is --name (--tau, --variance, ..., --estimator, --ema-beta).
+_IGA_FLAG_NAMES = {"rank": "--projection-rank", "eps": "--variance-eps"}
+_IGA_NOT_FLAGS = ("seed",)  # the run's --seed seeds the IGA step too
+
+
+def _optional(kind):
+    """``int | None`` -> ``int``; the value type an option parses."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def add_iga_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``IGAConfig`` field, with its help and choices (dest ``iga_<name>``)."""
+    group = p.add_argument_group("IGA step (iga.IGAConfig; ignored with --method erm)")
+    hints = typing.get_type_hints(IGAConfig)
+    for f in fields(IGAConfig):
+        if f.name in _IGA_NOT_FLAGS:
+            continue
+        flag = _IGA_FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = f.default
+        shown = "unset" if default is None else default
+        group.add_argument(
+            flag,
+            dest=f"iga_{f.name}",
+            type=_optional(hints[f.name]),
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata['help']} (default: {shown})",
+        )
+
+
+def iga_config_from_args(args: argparse.Namespace) -> IGAConfig:
+    given = {
+        f.name: getattr(args, f"iga_{f.name}")
+        for f in fields(IGAConfig)
+        if hasattr(args, f"iga_{f.name}")
+    }
+    return IGAConfig(**given)
+
+
 def add_distill_flags(p: argparse.ArgumentParser) -> None:
     defaults = DistillConfig()
+    add_iga_flags(p)
     for f in fields(DistillConfig):
-        if f.name in ("base", "evaluate", "trust_remote_code"):
+        if f.name in ("base", "iga", "evaluate", "trust_remote_code"):
             continue
         flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
@@ -67,7 +111,7 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
-    config = DistillConfig(**kwargs)
+    config = DistillConfig(**kwargs, iga=iga_config_from_args(args))
     given = {name: getattr(args, f"base_{name}", None) for name in _BASE_FLAGS}
     base = {name: value for name, value in given.items() if value is not None}
     if base:
@@ -113,10 +157,11 @@ def _eval(args: argparse.Namespace) -> int:
             f"iga eval: error: {run} is not a run folder (no distill_config.json).", file=sys.stderr
         )
         return 2
-    raw = json.loads(cfg_path.read_text())
-    config = DistillConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "base"}
-    )
+    try:
+        config = DistillConfig.from_dict(json.loads(cfg_path.read_text()), where=str(cfg_path))
+    except (ValueError, TypeError) as err:
+        print(f"iga eval: error: {err}", file=sys.stderr)
+        return 2
     from iga.distill.run import load_student_base
 
     base, tokenizer = load_student_base(config, show_progress=False)

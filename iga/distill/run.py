@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from iga.core.config import TRAINER_METHODS as METHODS
-from iga.core.config import IGAConfig
+from iga.core.config import IGAConfig, dataclass_from_dict
 from iga.distill.data import IsomerCollator, IsomerDataset
 from iga.distill.evaluate import EvalResult, evaluate
 from iga.distill.pretrain import BaseConfig, load_or_build_base
@@ -35,7 +36,12 @@ EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training s
 
 @dataclass
 class DistillConfig:
-    """One distillation run; every field is a command-line flag of ``iga distill``."""
+    """One distillation run; every field is a command-line flag of ``iga distill``.
+
+    It nests the configs it owns (docs/style.md, "Configs that travel"): ``iga`` (the
+    IGA step, ``iga.IGAConfig``; its ``seed`` is this run's ``seed``) and ``base`` (the
+    default student's base phase). ``to_dict``/``from_dict`` round-trip the whole tree.
+    """
 
     method: str = "iga"
     out: str = "runs/default"
@@ -51,13 +57,7 @@ class DistillConfig:
     lr: float = 3e-3
     lora_rank: int = 8
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    tau: float = 5.0
-    variance: str = "relative"
-    projection: str = "svd"
-    space: str = "full"
-    mask_target: str = "gradient"
-    mask_floor: float = 0.0
-    warmup_steps: int = 0
+    iga: IGAConfig = field(default_factory=IGAConfig)
     kd_weight: float = 0.0
     student: str | None = None
     teacher: str | None = None
@@ -81,7 +81,10 @@ class DistillConfig:
         overlap = set(self.train_domains) & set(self.heldout_domains)
         if overlap:
             raise ValueError(f"domains {sorted(overlap)} are both training and held-out.")
-        self.iga_config()  # rejects a bad tau, variance, projection... before any work
+        if not isinstance(self.iga, IGAConfig):
+            raise TypeError(f"DistillConfig.iga must be an IGAConfig, got {self.iga!r}.")
+        if self.iga.seed != self.seed:  # one seed per run: it also seeds the SVD sketch
+            self.iga = replace(self.iga, seed=self.seed)
         for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -89,17 +92,16 @@ class DistillConfig:
                 )
 
     def iga_config(self) -> IGAConfig:
-        """The IGA step's configuration (validated)."""
-        return IGAConfig(
-            tau=self.tau,
-            variance=self.variance,
-            projection=self.projection,
-            space=self.space,
-            mask_target=self.mask_target,
-            mask_floor=self.mask_floor,
-            warmup_steps=self.warmup_steps,
-            seed=self.seed,
-        )
+        """The IGA step's configuration (validated at construction)."""
+        return self.iga
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> DistillConfig:
+        """Inverse of ``to_dict`` (nested configs, tuples, None); unknown keys are errors."""
+        return dataclass_from_dict(cls, data, where)
 
 
 def load_training_sets(config: DistillConfig) -> list:
@@ -144,19 +146,13 @@ def newest_checkpoint(out: Path) -> str | None:
 
 
 def training_arguments(config: DistillConfig):
-    from dataclasses import fields
 
     from iga.distill.trainer import IGATrainingArguments
 
-    # The IGA flags come from the one validated IGAConfig, not copied field by field.
-    arg_names = {f.name for f in fields(IGATrainingArguments)}
-    iga_flags = {
-        f"iga_{k}": v for k, v in asdict(config.iga_config()).items() if f"iga_{k}" in arg_names
-    }
     return IGATrainingArguments(
         output_dir=config.out,
         method=config.method,
-        **iga_flags,
+        **IGATrainingArguments.iga_kwargs(config.iga),
         kd_weight=config.kd_weight,
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_sets,
@@ -224,7 +220,7 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
     # so a bad flag on --resume cannot clobber a run's files.
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "distill_config.json").write_text(json.dumps(asdict(config), indent=2, default=list))
+        (out / "distill_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
