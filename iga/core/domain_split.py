@@ -69,6 +69,7 @@ class DomainSplit:
             groups, self.num_groups = ids, num_domains
         else:
             groups, self.num_groups = self._halves(ids, weights, half_load), 2 * num_domains
+        self.groups = groups  # (B,): each example's group (its domain, or 2k + half)
         group_counts = torch.bincount(groups, minlength=self.num_groups).tolist()  # (G,)
         self.present = [g for g in range(self.num_groups) if group_counts[g] > 0]
         self._index: list[torch.Tensor] | None = None

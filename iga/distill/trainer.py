@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from iga.core.config import TRAINER_METHODS as METHODS
 from iga.core.config import IGAConfig
-from iga.core.losses import completion_token_losses, domain_mean_loss, kd_token_losses
+from iga.core.losses import (
+    IGNORE_INDEX,
+    completion_token_losses,
+    domain_mean_loss,
+    kd_token_losses,
+)
 from iga.core.step import IGAStep
 
 
@@ -83,6 +89,9 @@ IGATrainingArguments = make_dataclass(
 )
 
 
+IGA_STATE_NAME = "iga_state.pt"  # IGAStep.state_dict() in each checkpoint folder
+
+
 class _SyncWarmup(TrainerCallback):
     """On (re)start, the aligner's step counter follows ``global_step`` so that a resumed
     run leaves the ERM warm-up at the same step as an uninterrupted one."""
@@ -121,7 +130,8 @@ class IGATrainer(Trainer):
         domain_ids = inputs.pop("domain_ids")
         labels = inputs.pop("labels")
         if self.iga_step is not None and model.training:
-            self.iga_step.set_domains(domain_ids)
+            # Supervised tokens per example: its weight in its domain's token mean.
+            self.iga_step.set_domains(domain_ids, (labels[:, 1:] != IGNORE_INDEX).sum(dim=1))
         outputs = model(**inputs)
         ce, mask = completion_token_losses(outputs.logits, labels)
         loss = domain_mean_loss(ce, mask, domain_ids, self.num_domains)
@@ -138,6 +148,24 @@ class IGATrainer(Trainer):
         if self.iga_step is not None:
             self.iga_step.apply()
         return super()._clip_grad_norm(model)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # Written with the checkpoint's other state, before trainer_state.json marks the
+        # checkpoint complete: a resumed EMA estimator continues its averages.
+        super()._save_rng_state(output_dir)
+        if self.iga_step is not None and self.args.should_save:
+            torch.save(self.iga_step.state_dict(), Path(output_dir) / IGA_STATE_NAME)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if self.iga_step is None or checkpoint is None:
+            return
+        path = Path(checkpoint) / IGA_STATE_NAME
+        state = torch.load(path, weights_only=True) if path.is_file() else None
+        try:
+            self.iga_step.load_state_dict(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.iga_step is not None and "loss" in logs:
