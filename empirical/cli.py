@@ -47,10 +47,17 @@ def register(subparsers) -> None:
     run.add_argument("--no-ablations", action="store_true", help="skip the ablation stage")
     run.set_defaults(func=_run)
     table = sub.add_parser("table", help="tables (markdown, LaTeX, JSON) from the records")
-    table.add_argument("--records", type=Path, default=DEFAULT_ROOT / "full")
+    table.add_argument(
+        "--records",
+        type=Path,
+        default=DEFAULT_ROOT / "full",
+        help="a suite's records folder, written by 'iga experiments run'",
+    )
     table.add_argument("--json", type=Path, default=None, help="write everything as JSON")
     table.add_argument("--latex", type=Path, default=None, help="write LaTeX tabulars")
-    table.add_argument("--alpha", type=float, default=0.05)
+    table.add_argument(
+        "--alpha", type=float, default=0.05, help="family-wise level of the Holm-corrected tests"
+    )
     table.set_defaults(func=_table)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

@@ -39,7 +39,9 @@ def _close(x, y, rtol=1e-9):
 def test_invariant_to_permuting_domains(ab, kind, perm_seed):
     a, b = ab
     perm = torch.randperm(a.shape[0], generator=torch.Generator().manual_seed(perm_seed))
-    _close(iga.split_conflict_variance(a[perm], b[perm], kind), iga.split_conflict_variance(a, b, kind))
+    _close(
+        iga.split_conflict_variance(a[perm], b[perm], kind), iga.split_conflict_variance(a, b, kind)
+    )
 
 
 @settings(max_examples=60, deadline=None)

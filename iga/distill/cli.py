@@ -83,19 +83,24 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
+        text, choices = f.metadata["help"], f.metadata.get("choices")
         if f.name in _CSV_FIELDS:
+            shown = ",".join(value) or "none"
             p.add_argument(
-                flag,
-                type=_csv,
-                default=value,
-                help=f"comma-separated (default: {','.join(value) or 'none'})",
+                flag, type=_csv, default=value, help=f"{text}; comma-separated (default: {shown})"
             )
         elif isinstance(value, bool):
             continue
         elif value is None:
-            p.add_argument(flag, default=None, help="local Hugging Face model folder")
+            p.add_argument(flag, default=None, help=text)
         else:
-            p.add_argument(flag, type=type(value), default=value, help=f"(default: {value})")
+            p.add_argument(
+                flag,
+                type=type(value),
+                default=value,
+                choices=choices,
+                help=f"{text} (default: {value})",
+            )
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow a model's own code (off by default)"
     )
@@ -235,14 +240,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sets", help="isomer JSONL to evaluate on (default: the run's evaluation sets)"
     )
     e.add_argument("--json", help="write the full result, with every completion, here")
-    e.add_argument("--max-new-tokens", type=int, default=96)
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument(
+        "--max-new-tokens", type=int, default=96, help="generation budget per completion"
+    )
+    e.add_argument("--batch-size", type=int, default=64, help="prompts generated at once")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser(
         "demo", help="the main job: ERM-SFT vs IGA on the built-in default, side by side"
     )
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--steps", type=int, default=DistillConfig.steps)
+    d.add_argument("--out", default="runs/demo", help="folder of the two runs (erm/ and iga/)")
+    d.add_argument("--seed", type=int, default=0, help="seed of data, LoRA init and training")
+    d.add_argument(
+        "--steps", type=int, default=DistillConfig.steps, help="LoRA steps of each method"
+    )
     d.set_defaults(func=_demo)

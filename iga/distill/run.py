@@ -34,6 +34,12 @@ from iga.isomers import (
 EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
 
 
+def _flag(default: Any, help_text: str, choices: tuple[str, ...] | None = None):
+    """A field whose ``iga distill`` flag gets ``help_text`` (and ``choices``)."""
+    meta = {"help": help_text, **({"choices": choices} if choices else {})}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DistillConfig:
     """One distillation run; every field is a command-line flag of ``iga distill``.
@@ -43,28 +49,34 @@ class DistillConfig:
     default student's base phase). ``to_dict``/``from_dict`` round-trip the whole tree.
     """
 
-    method: str = "iga"
-    out: str = "runs/default"
-    families: tuple[str, ...] = FAMILIES
-    train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
-    heldout_domains: tuple[str, ...] = DEFAULT_HELDOUT_DOMAINS
-    sets: tuple[str, ...] = ()  # JSONL files; empty -> generate n_sets per family
-    n_sets: int = 200
-    n_eval_sets: int = 25
-    seed: int = 0
-    steps: int = 300
-    batch_sets: int = 8
-    lr: float = 3e-3
-    lora_rank: int = 8
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    method: str = _flag(
+        "iga", "'iga' (the IGA step) or 'erm' (plain LoRA SFT, same pipeline)", METHODS
+    )
+    out: str = _flag("runs/default", "run folder: checkpoints, adapter, eval.json, summary.json")
+    families: tuple[str, ...] = _flag(FAMILIES, "isomer families to train and evaluate on")
+    train_domains: tuple[str, ...] = _flag(DEFAULT_TRAIN_DOMAINS, "training domains (K of them)")
+    heldout_domains: tuple[str, ...] = _flag(
+        DEFAULT_HELDOUT_DOMAINS, "held-out domains, evaluated only (never trained on)"
+    )
+    sets: tuple[str, ...] = _flag((), "isomer JSONL files to train on instead of generated sets")
+    n_sets: int = _flag(200, "generated training sets per family")
+    n_eval_sets: int = _flag(25, "generated evaluation sets per family (disjoint seeds)")
+    seed: int = _flag(0, "seed of data, LoRA init, training and the IGA step's SVD sketch")
+    steps: int = _flag(300, "LoRA optimizer steps")
+    batch_sets: int = _flag(8, "isomer sets per step (each holds every training domain)")
+    lr: float = _flag(
+        3e-3, "peak AdamW learning rate (linear warm-up over 1/20 of the steps, then cosine)"
+    )
+    lora_rank: int = _flag(8, "LoRA rank r")
+    lora_targets: tuple[str, ...] = _flag(DEFAULT_LORA_TARGETS, "module names LoRA adapts")
     iga: IGAConfig = field(default_factory=IGAConfig)
-    kd_weight: float = 0.0
-    student: str | None = None
-    teacher: str | None = None
-    trust_remote_code: bool = False
-    save_steps: int = 100
-    max_length: int = 256
-    evaluate: bool = True
+    kd_weight: float = _flag(0.0, "weight of token-level KD against --teacher, in [0, 1]")
+    student: str | None = _flag(None, "local Hugging Face model folder (default: built-in student)")
+    teacher: str | None = _flag(None, "local Hugging Face model folder writing the rationales")
+    trust_remote_code: bool = _flag(False, "allow a model's own code")
+    save_steps: int = _flag(100, "steps between checkpoints (--resume continues from the last)")
+    max_length: int = _flag(256, "tokens per example (prompt and rationale)")
+    evaluate: bool = _flag(True, "evaluate after training")
     base: BaseConfig = field(default_factory=BaseConfig)
 
     def __post_init__(self) -> None:
