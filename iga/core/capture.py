@@ -176,7 +176,8 @@ class PerDomainGradients:
         if short:
             raise RuntimeError(
                 f"IGA split estimator: domains {short} had fewer than 2 examples in this "
-                "optimizer step, so their two halves are not both defined. Put at least 2 "
+                "optimizer step (per process, under DDP), so their two halves are not both "
+                "defined. Put at least 2 "
                 "examples (isomer sets) of every domain in each step (raise --batch-sets), "
                 "or use estimator='ema' or 'batch'."
             )
