@@ -129,3 +129,28 @@ def test_broken_estimators_fail_the_properties():
         _close(_same_piece(b, a, "raw"), _same_piece(a, b, "raw"))
     with pytest.raises(AssertionError):
         _close(_not_scale_free(10 * a, 10 * b, "relative"), _not_scale_free(a, b, "relative"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(ab=halves(k_min=1), kind=KINDS, share_seed=st.integers(0, 1000))
+def test_the_steps_fused_estimator_equals_the_reference(ab, kind, share_seed):
+    """``split_variance_fused`` on raw half buffers == ``split_conflict_variance`` on the
+    rescaled halves (unequal shares f_a != f_b included)."""
+    import warnings
+
+    from iga.core.estimators import split_variance_fused
+
+    a, b = ab
+    g = torch.Generator().manual_seed(share_seed)
+    f_a = 0.2 + 0.6 * torch.rand(a.shape[0], generator=g, dtype=DT)  # (K,)
+    load = torch.stack([f_a, 1 - f_a], dim=1)  # (K, 2)
+    scale = load.sum(dim=1, keepdim=True) / load  # (K, 2)
+    pairs = torch.stack([a / scale[:, :1], b / scale[:, 1:]], dim=1)  # raw buffers (K, 2, D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = iga.split_conflict_variance(a, b, kind)
+    _close(split_variance_fused(pairs, scale, kind), expected, rtol=1e-9)
+    if a.shape[0] > 1 and not torch.allclose(a, b):  # companion: swapped scales are wrong
+        wrong = split_variance_fused(pairs, scale.flip(1), kind)
+        if not torch.allclose(expected, torch.zeros_like(expected)):
+            assert not torch.allclose(wrong, expected, rtol=1e-6, atol=0)

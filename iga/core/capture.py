@@ -163,8 +163,9 @@ class PerDomainGradients:
         """Domains whose halves did not both receive examples in this step."""
         return [k for k in range(self.num_domains) if float(self.half_load[k].min()) <= 0]
 
-    def halves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """key -> ``(a, b)``, each (K, *shape): per half, an unbiased estimate of ``mu_k``.
+    def half_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """key -> ``(pairs, scale)``: the raw buffer as (K, 2, *shape) (a view, no copy) and
+        the (K, 2) factors ``F_k / F_h`` that turn half h into an unbiased ``mu_k``.
 
         Half h's buffer holds ``F_h / F_k`` of the domain's gradient (module
         ``iga.core.domain_split``), so ``g_h = buffer_h * F_k / F_h``. Needs
@@ -177,17 +178,22 @@ class PerDomainGradients:
             raise RuntimeError(
                 f"IGA split estimator: domains {short} had fewer than 2 examples in this "
                 "optimizer step (per process, under DDP), so their two halves are not both "
-                "defined. Put at least 2 "
-                "examples (isomer sets) of every domain in each step (raise --batch-sets), "
-                "or use estimator='ema' or 'batch'."
+                "defined. Put at least 2 examples (isomer sets) of every domain in each step "
+                "(raise --batch-sets), or use estimator='ema' or 'batch'."
             )
         load = self.half_load  # (K, 2)
         scale = load.sum(dim=1, keepdim=True) / load  # (K, 2): F_k / F_h
         k = self.num_domains
+        return {
+            key: (buf.view(k, 2, *buf.shape[1:]), scale) for key, buf in self.raw_buffers().items()
+        }
+
+    def halves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """key -> ``(a, b)``, each (K, *shape): per half, an unbiased estimate of ``mu_k``
+        (new tensors; ``half_pairs`` gives the same without copies)."""
         out = {}
-        for key, buf in self.raw_buffers().items():
-            pairs = buf.view(k, 2, *buf.shape[1:])  # (K, 2, *shape)
-            s = scale.to(buf.device, buf.dtype).view(k, 2, *([1] * (buf.dim() - 1)))
+        for key, (pairs, scale) in self.half_pairs().items():
+            s = scale.to(pairs.device, pairs.dtype).view(*scale.shape, *([1] * (pairs.dim() - 2)))
             scaled = pairs * s  # (K, 2, *shape)
             out[key] = (scaled[:, 0], scaled[:, 1])
         return out

@@ -35,9 +35,9 @@ from typing import Any
 import torch
 
 from iga.core.config import IGAConfig
-from iga.core.mask import conflict_variance, split_conflict_variance
+from iga.core.mask import conflict_variance
 
-Halves = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+Halves = Mapping[str, tuple[torch.Tensor, torch.Tensor]]  # key -> (pairs, scale)
 
 
 class BatchEstimator:
@@ -62,7 +62,13 @@ class BatchEstimator:
 
 
 class SplitEstimator(BatchEstimator):
-    """``V = split_conflict_variance(a, b)`` from two halves of each domain's examples."""
+    """``V = split_conflict_variance(a, b)`` from two halves of each domain's examples.
+
+    ``halves`` maps each key to ``(pairs, scale)``: the capture's raw buffer viewed as
+    (K, 2, *shape) and the (K, 2) factors ``F_k / F_h`` that make each half an unbiased
+    estimate of ``mu_k`` (``PerDomainGradients.half_pairs``); ``split_variance_fused``
+    computes the same number as ``split_conflict_variance`` without copying the halves.
+    """
 
     needs_halves = True
 
@@ -73,9 +79,43 @@ class SplitEstimator(BatchEstimator):
             raise ValueError("the split estimator needs the two halves of every domain.")
         c = self.config
         return {
-            name: split_conflict_variance(*halves[name], kind=c.variance, eps=c.eps)
+            name: split_variance_fused(*halves[name], kind=c.variance, eps=c.eps)
             for name in per_domain
         }
+
+
+@torch.no_grad()
+def split_variance_fused(
+    pairs: torch.Tensor, scale: torch.Tensor, kind: str = "raw", eps: float = 0.0
+) -> torch.Tensor:
+    """``split_conflict_variance(scale_a * pairs[:, 0], scale_b * pairs[:, 1])`` in fewer
+    full-size passes: (K, 2, *shape) and (K, 2) -> (*shape).
+
+    Same algebra (``iga.core.mask.split_conflict_variance``): shifted by domain 0's
+    mean ``r``, ``V_hat = ((K - 1) sum a'b' - (T^2 - sum g'^2)) / K^2`` with
+    ``g' = (a' + b') / 2`` and ``T = sum g'``; the relative variance's denominator
+    ``(1/K) sum a b`` comes from the same sums, ``sum a'b' + 2 r T + K r^2``, so no
+    unshifted product is formed.
+    """
+    k = pairs.shape[0]
+    if k == 1:
+        return torch.zeros_like(pairs[0, 0])
+    s = scale.to(pairs.device, pairs.dtype).view(k, 2, *([1] * (pairs.dim() - 2)))
+    ref = 0.5 * (pairs[0, 0] * s[0, 0] + pairs[0, 1] * s[0, 1])  # (*shape)
+    a = torch.mul(pairs[:, 0], s[:, 0]).sub_(ref)  # (K, *shape)
+    b = torch.mul(pairs[:, 1], s[:, 1]).sub_(ref)  # (K, *shape)
+    same = torch.einsum("k...,k...->...", a, b)  # (*shape): sum_k a'_k b'_k
+    g = a.add_(b).mul_(0.5)  # (K, *shape), in a's storage: g'_k
+    total = g.sum(dim=0)  # (*shape)
+    cross = total.square() - torch.einsum("k...,k...->...", g, g)  # sum_{k != j} g'_k g'_j
+    v_hat = ((k - 1) * same - cross).div_(k * k).clamp_min_(0.0)  # (*shape)
+    if kind == "raw":
+        return v_hat
+    signal = (same + 2.0 * ref * total + k * ref.square()) / k + eps  # (1/K) sum_k a_k b_k
+    denom = torch.maximum(signal, v_hat)
+    positive = denom > 0
+    safe = torch.where(positive, denom, torch.ones_like(denom))
+    return torch.where(positive, v_hat / safe, torch.zeros_like(v_hat))
 
 
 class EMAEstimator(BatchEstimator):

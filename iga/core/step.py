@@ -166,7 +166,7 @@ class IGAStep:
         params = [p for p in cap.parameters() if p.grad is not None]
         erm = [p.grad.detach().clone() for p in params]
         warmup = self.aligner.in_warmup
-        halves = cap.halves() if self.estimator.needs_halves else None
+        halves = cap.half_pairs() if self.estimator.needs_halves else None
         variances = None
         if cap.num_domains > 1 and not warmup:
             variances = self.estimator.variances(per_domain, halves)
@@ -270,7 +270,8 @@ def noise_mask(config: IGAConfig, num_domains: int) -> float:
 
 @torch.no_grad()
 def _snr(halves, half_load: torch.Tensor) -> float:
-    """``sum a_k b_k / sum f_a f_b (a_k - b_k)^2`` over keys, domains and coordinates.
+    """``sum a_k b_k / sum f_a f_b (a_k - b_k)^2`` over keys, domains and coordinates,
+    from ``half_pairs`` (raw half buffers ``P_h = f_h a_h`` and their scales).
 
     ``a_k b_k`` estimates ``mu_k^2`` without bias (independent halves); with shares
     ``f_h = F_h / F_k``, ``Var(a_k - b_k) = Var(G_k) / (f_a f_b)``, so
@@ -278,13 +279,19 @@ def _snr(halves, half_load: torch.Tensor) -> float:
     step gradient. The ratio of the sums is the step's signal-to-noise ratio (NaN if
     there is no noise; it can dip below 0 when the signal is lost in the noise).
     """
-    share = half_load / half_load.sum(dim=1, keepdim=True)  # (K, 2)
-    weight = share[:, 0] * share[:, 1]  # (K,)
+    share = half_load / half_load.sum(dim=1, keepdim=True)  # (K, 2): f_a, f_b
+    f_a, f_b = share[:, 0], share[:, 1]  # (K,)
     signal, noise = 0.0, 0.0
-    for a, b in halves.values():
-        w = weight.to(a.device, a.dtype).view(-1, *([1] * (a.dim() - 1)))  # (K, 1, ...)
-        signal += float((a * b).sum())
-        noise += float((w * (a - b).square()).sum())
+    for pairs, _ in halves.values():
+        p_a = pairs[:, 0].flatten(1)  # (K, n): f_a a_k
+        p_b = pairs[:, 1].flatten(1)  # (K, n): f_b b_k
+        fa = f_a.to(pairs.device, pairs.dtype)
+        fb = f_b.to(pairs.device, pairs.dtype)
+        # a_k b_k = P_a P_b / (f_a f_b); f_a f_b (a_k - b_k)^2 = (f_b P_a - f_a P_b)^2 / (f_a f_b)
+        dots = torch.einsum("kn,kn->k", p_a, p_b)  # (K,)
+        signal += float((dots / (fa * fb)).sum())
+        diff = p_a * fb[:, None] - p_b * fa[:, None]  # (K, n)
+        noise += float((torch.einsum("kn,kn->k", diff, diff) / (fa * fb)).sum())
     return signal / noise if noise > 0 else float("nan")
 
 
