@@ -134,3 +134,14 @@ def test_empirical_method_builds_the_config_from_hparams():
     method = IGA(lora_mlp(seed=0), 3, hp, steps=14, seed=11)
     assert method.config == IGAConfig(**NON_DEFAULT)
     method.close()
+
+
+def test_a_run_folder_from_before_the_nesting_still_loads():
+    old = json.loads(json.dumps(DistillConfig().to_dict()))
+    del old["iga"]
+    old.update(tau=0.5, variance="raw", projection="none", warmup_steps=3)
+    config = DistillConfig.from_dict(old, where="old/distill_config.json")
+    assert config.iga == IGAConfig(tau=0.5, variance="raw", projection="none", warmup_steps=3)
+    both = {**old, "iga": IGAConfig().to_dict()}
+    with pytest.raises(ValueError, match=r"old/distill_config.json: IGA fields .*'tau'"):
+        DistillConfig.from_dict(both, where="old/distill_config.json")

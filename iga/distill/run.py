@@ -34,6 +34,18 @@ from iga.isomers import (
 EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
 
 
+# DistillConfig's IGA fields before they were nested as ``iga: IGAConfig`` (old run folders)
+_FLAT_IGA_KEYS = (
+    "tau",
+    "variance",
+    "projection",
+    "space",
+    "mask_target",
+    "mask_floor",
+    "warmup_steps",
+)
+
+
 def _flag(default: Any, help_text: str, choices: tuple[str, ...] | None = None):
     """A field whose ``iga distill`` flag gets ``help_text`` (and ``choices``)."""
     meta = {"help": help_text, **({"choices": choices} if choices else {})}
@@ -112,7 +124,21 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "") -> DistillConfig:
-        """Inverse of ``to_dict`` (nested configs, tuples, None); unknown keys are errors."""
+        """Inverse of ``to_dict`` (nested configs, tuples, None); unknown keys are errors.
+
+        A run folder written before the IGA fields were nested (flat ``tau``,
+        ``variance``, ... beside the run's fields) still loads: those keys move into
+        ``iga``.
+        """
+        data = dict(data)
+        flat = {k: data.pop(k) for k in _FLAT_IGA_KEYS if k in data}
+        if flat:
+            if "iga" in data:
+                raise ValueError(
+                    f"{where or 'DistillConfig'}: IGA fields {sorted(flat)} appear both at the "
+                    "top level and under 'iga'; keep them under 'iga' only."
+                )
+            data["iga"] = flat
         return dataclass_from_dict(cls, data, where)
 
 
