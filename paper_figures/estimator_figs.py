@@ -118,6 +118,8 @@ def figure(records: list[dict], tau: float = 5.0):
         xlabel="training domains K", ylabel="mask mean, 2nd half", title=f"mask (tau {tau:g})"
     )
     ax_ood.set(xlabel="training domains K", ylabel="OOD accuracy (%)", title="held-out domains")
+    for ax in (ax_mask, ax_ood):
+        ax.set_xticks(ks)
     ax_mask.legend()
     return fig
 
