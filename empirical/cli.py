@@ -45,10 +45,11 @@ def register(subparsers) -> None:
     run = sub.add_parser("run", help="run (or resume) a suite; finished runs are skipped")
     run.add_argument(
         "--suite",
-        choices=("quick", "full"),
+        choices=("quick", "full", "estimator"),
         default="quick",
-        help="quick: 4 methods on deduction x 2 seeds; full: every method x 4 benchmarks x "
-        "5 seeds with search and ablations (default: quick)",
+        help="which suite (empirical/suites.py): quick (4 methods on deduction x 2 seeds), full "
+        "(every method x 4 benchmarks x 5 seeds with search and ablations) or estimator (the "
+        "mask-estimator ablation, issue 14)",
     )
     run.add_argument(
         "--jobs",
@@ -73,10 +74,17 @@ def register(subparsers) -> None:
     add_config_flags(run, LauncherConfig)
     run.set_defaults(func=_run)
     table = sub.add_parser("table", help="tables (markdown, LaTeX, JSON) from the records")
-    table.add_argument("--records", type=Path, default=DEFAULT_ROOT / "full")
+    table.add_argument(
+        "--records",
+        type=Path,
+        default=DEFAULT_ROOT / "full",
+        help="a suite's records folder, written by 'iga experiments run'",
+    )
     table.add_argument("--json", type=Path, default=None, help="write everything as JSON")
     table.add_argument("--latex", type=Path, default=None, help="write LaTeX tabulars")
-    table.add_argument("--alpha", type=float, default=0.05)
+    table.add_argument(
+        "--alpha", type=float, default=0.05, help="family-wise level of the Holm-corrected tests"
+    )
     table.set_defaults(func=_table)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

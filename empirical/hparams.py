@@ -3,9 +3,10 @@
 ``hparams(method, seed=None)`` returns the defaults (``seed=None``) or one random
 draw. Each name's draw uses its own generator, seeded by a hash of
 ``(seed, method, name)``, so registering a new name never shifts another's draw.
-Defaults that come from the library (learning rate, LoRA rank, the IGA step) are
-read from ``iga.distill.run.DistillConfig()`` at call time, so they follow the tuned
-defaults of ``iga distill``.
+Defaults that come from the library are read at call time, so they follow the tuned
+defaults: the learning rate and LoRA rank from ``iga.distill.run.DistillConfig()``, and
+every IGA hparam from ``iga.IGAConfig`` (one name per field, default = the field's
+default; ``iga_search`` lists the fields that are searched, the others are fixed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from iga.core.config import IGAConfig
 from iga.distill.run import DistillConfig
 
 Draw = Callable[[random.Random], Any]
@@ -70,19 +72,35 @@ def registry(method: str) -> dict[str, tuple[Any, Draw]]:
         },
         "ky-gradvar": {"lambda": (1.0, _log_uniform(-2, 2))},
         "pcgrad": {},
-        "iga": {
-            "tau": (d.tau, _log_uniform(-1, 2)),
-            "variance": (d.variance, _fixed(d.variance)),
-            "projection": (d.projection, _fixed(d.projection)),
-            "space": (d.space, _fixed(d.space)),
-            "mask_target": (d.mask_target, _fixed(d.mask_target)),
-            "mask_floor": (d.mask_floor, _choice([0.0, 0.1, 0.3])),
-            "warmup_frac": (d.warmup_steps / d.steps, _choice([0.0, 0.1, 0.2])),
-        },
+        "iga": iga_registry(d),
     }
     if method not in specific:
         raise ValueError(f"no hyperparameters registered for method {method!r}.")
     return {**out, **specific[method]}
+
+
+# The IGA hparams that are searched; every other IGAConfig field is fixed at its default.
+IGA_SEARCH: dict[str, Draw] = {
+    "tau": _log_uniform(-1, 2),
+    "mask_floor": _choice([0.0, 0.1, 0.3]),
+}
+# IGAConfig fields that are not hparams: the seed is the job's; warm-up is a fraction.
+_IGA_NOT_HPARAMS = ("seed", "warmup_steps")
+
+
+def iga_registry(d: DistillConfig) -> dict[str, tuple[Any, Draw]]:
+    """IGA's hparams: one per ``IGAConfig`` field (its default), plus ``warmup_frac``."""
+    from dataclasses import fields
+
+    defaults = d.iga
+    out: dict[str, tuple[Any, Draw]] = {}
+    for f in fields(IGAConfig):
+        if f.name in _IGA_NOT_HPARAMS:
+            continue
+        value = getattr(defaults, f.name)
+        out[f.name] = (value, IGA_SEARCH.get(f.name, _fixed(value)))
+    out["warmup_frac"] = (defaults.warmup_steps / d.steps, _choice([0.0, 0.1, 0.2]))
+    return out
 
 
 def hparams(method: str, seed: int | None = None) -> dict[str, Any]:

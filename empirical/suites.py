@@ -53,6 +53,33 @@ def default_ablations() -> tuple[Ablation, ...]:
     return tuple(out)
 
 
+ESTIMATOR_TAUS = (1.0, 25.0, 125.0)  # with tau = 5 (the default) a log-range sweep
+
+
+def estimator_ablations() -> tuple[Ablation, ...]:
+    """Issue 14, item 7: batch vs split vs ema across K, then tau for the split estimator.
+
+    In priority order, so a sweep stopped early leaves the most useful settings done:
+    the three estimators at K = 4 (the default domains; defaults otherwise), then at
+    K = 2, the tau sweep of ``split`` at K = 4, and K = 6 last (the most expensive
+    runs). Left out to save CPU time: K = 3 and K = 5 (the full suite has them for
+    ``batch``) and a tau sweep of ``ema``.
+    """
+
+    def k_sweep(k: int, order=("batch", "split", "ema")) -> list[Ablation]:
+        return [
+            Ablation(f"K = {k} ({est})", "iga", {"estimator": est}, K_SWEEP_DOMAINS[:k])
+            for est in order
+        ]
+
+    taus = [
+        Ablation(f"split, tau = {t:g}", "iga", {"estimator": "split", "tau": t})
+        for t in ESTIMATOR_TAUS
+    ]
+    # K = 6 last, split first: the full suite has batch at K = 6 (mask 0.024, OOD 0 %).
+    return (*k_sweep(4), *k_sweep(2), *taus, *k_sweep(6, ("split", "batch", "ema")))
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -244,6 +271,15 @@ SUITES = {
         n_draws=1,
         scale=Scale(),
         ablations=default_ablations(),
+        ablation_benchmark="deduction",
+    ),
+    # Issue 14's ablation alone (no main comparison): estimators x K, tau for split.
+    "estimator": Suite(
+        "estimator",
+        benchmarks=(),
+        methods=("iga",),
+        seeds=(0, 1, 2),
+        ablations=estimator_ablations(),
         ablation_benchmark="deduction",
     ),
 }

@@ -54,7 +54,7 @@ def _main_rows(cells: dict, suite: Suite) -> dict[str, dict]:
                 mean, half, _ = mean_ci(values)
                 row[b] = {"mean": mean, "ci": half, "n": len(values)}
             means = [row[b]["mean"] for b in suite.benchmarks]
-            complete = all(not math.isnan(x) for x in means)
+            complete = bool(means) and all(not math.isnan(x) for x in means)
             row["mean"] = {"mean": sum(means) / len(means) if complete else math.nan}
             rows[m] = row
         main[name] = rows

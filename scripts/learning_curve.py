@@ -26,6 +26,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from iga.core.config import IGAConfig
 from iga.distill.data import IsomerCollator, IsomerDataset
 from iga.distill.evaluate import evaluate
 from iga.distill.run import (
@@ -153,6 +154,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _same_curve(stored: dict, wanted: dict, config: DistillConfig) -> bool:
+    """Whether a stored curve config describes this one. The distillation part is read
+    back through ``DistillConfig.from_dict``, so a file written before the IGA fields were
+    nested (flat ``space``, ``tau``...) compares equal to its nested form."""
+    distill = {**stored.get("distill", {}), "save_steps": config.save_steps}
+    try:
+        same_run = DistillConfig.from_dict(distill, where="curve_config.json") == config
+    except ValueError:
+        return False
+    curve = json.loads(json.dumps(wanted["curve"]))
+    return same_run and stored.get("curve") == curve
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     out = CURVES / a.name
@@ -166,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_sets=a.batch_sets,
         lr=a.lr,
         lora_rank=a.lora_rank,
-        space=a.space,
+        iga=IGAConfig(space=a.space),
         student=a.student,
         save_steps=a.eval_every,
         evaluate=False,
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
         "curve": {k: v for k, v in vars(a).items() if k not in cadence},
     }
-    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(wanted)):
+    if saved.is_file() and not _same_curve(json.loads(saved.read_text()), wanted, config):
         print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
         return 2
     from iga.distill.trainer import IGATrainer

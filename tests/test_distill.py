@@ -18,6 +18,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from iga.core.config import IGAConfig
 from iga.core.losses import completion_token_losses, domain_mean_loss
 from iga.distill.data import IsomerCollator, IsomerDataset
 from iga.distill.pretrain import BaseConfig
@@ -99,8 +100,7 @@ def test_iga_differs_from_erm_only_in_the_step(tmp_path):
         method="iga",
         out=str(tmp_path / "iga"),
         evaluate=False,
-        tau=0.0,
-        projection="none",
+        iga=IGAConfig(tau=0.0, projection="none"),
         **common,
     )
     distill(erm, show_progress=False)
@@ -160,7 +160,10 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         DistillConfig(method="sgd")
     with pytest.raises(ValueError, match="tau"):
-        distill(DistillConfig(out=str(tmp_path / "t"), tau=-1.0, **TINY), show_progress=False)
+        distill(
+            DistillConfig(out=str(tmp_path / "t"), iga=IGAConfig(tau=-1.0), **TINY),
+            show_progress=False,
+        )
     with pytest.raises(ValueError, match="rank"):
         distill(
             DistillConfig(out=str(tmp_path / "r"), **{**TINY, "lora_rank": 999}),

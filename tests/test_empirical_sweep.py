@@ -49,7 +49,7 @@ def test_defaults_follow_distill_config():
     d = DistillConfig()
     for m in METHODS:
         assert hparams(m)["lr"] == d.lr and hparams(m)["lora_rank"] == d.lora_rank
-    assert hparams("iga")["tau"] == d.tau
+    assert hparams("iga")["tau"] == d.iga.tau
 
 
 def test_job_key_depends_on_every_argument():

@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 from iga.cli import main
+from iga.core import configio
 from iga.core.config import IGAConfig
-from iga.distill import configio, rundir
+from iga.distill import rundir
 from iga.distill.pretrain import BaseConfig
 from iga.distill.run import DistillConfig, distill
 from iga.distill.student import StudentConfig

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from iga.bench import BenchConfig, _Runner, format_report, run_bench
+from iga.bench import METHODS, BenchConfig, _Runner, format_report, run_bench
 from iga.cli import main
 
 TINY = dict(vocab=64, hidden=16, intermediate=24, layers=1, heads=2, kv_heads=1, seq=8, rank=2)
@@ -33,9 +33,9 @@ def test_bench_command_writes_a_report(tmp_path, capsys):
     args += ["--intermediate", "24", "--vocab", "64", "--json", str(path)]
     assert main(args) == 0
     report = json.loads(path.read_text())
-    assert set(report["results"]) == {
-        "erm", "iga_full", "iga_full_rsvd", "iga_factor", "naive_full", "naive_factor"
-    }  # fmt: skip
+    assert set(report["results"]) == set(METHODS)
+    assert {"iga_full_split", "iga_factor_split", "iga_full_ema", "iga_factor_ema"} <= set(METHODS)
+    assert report["targets"]["full split time <= 1.1 x full"]["value"] > 0
     for r in report["results"].values():
         assert len(r["times_s"]) == 2 and r["median_s"] > 0 and r["peak_mib"] > 0
     assert "factor time <= 1.2 x ERM" in capsys.readouterr().out

@@ -17,7 +17,7 @@ import torch
 
 from iga.core.checks import check_finite, check_real_tensor
 from iga.core.config import IGAConfig
-from iga.core.mask import masked_mean
+from iga.core.mask import conflict_mask, masked_mean
 from iga.core.projection import (
     LoRAFactors,
     LoRAGrads,
@@ -88,6 +88,7 @@ def align_gradients(
     *,
     erm: bool = False,
     generator: torch.Generator | None = None,
+    variances: Mapping[str, torch.Tensor] | None = None,
 ) -> AlignResult:
     """Apply the IGA edit to each entry of ``per_domain`` (K, *shape).
 
@@ -96,6 +97,10 @@ def align_gradients(
     no projection. With ``config.mask_target="update"`` the returned gradients
     are unmasked and ``masks`` is for the caller to apply to the optimizer's
     update (plain and factor-space entries only).
+
+    ``variances`` (name -> (*shape)) replaces the minibatch variance
+    ``conflict_variance(G)`` behind each mask with another estimate of the
+    between-domain variance (``iga.core.estimators``: split halves, EMA).
     """
     lora = dict(lora or {})
     k = _validate(per_domain, lora)
@@ -118,7 +123,11 @@ def align_gradients(
         if erm:
             h, mask = g.mean(dim=0), torch.ones_like(g[0])
         else:
-            h, mask = masked_mean(g, config.tau, config.variance, config.eps, config.mask_floor)
+            if variances is not None:
+                mask = conflict_mask(variances[name], config.tau, floor=config.mask_floor)
+                h = mask * g.mean(dim=0)  # (*shape)
+            else:
+                h, mask = masked_mean(g, config.tau, config.variance, config.eps, config.mask_floor)
             if config.mask_target == "update":
                 h = g.mean(dim=0)
         masks[name] = mask
@@ -152,12 +161,18 @@ class GradientAligner:
         self,
         per_domain: Mapping[str, torch.Tensor],
         lora: Mapping[str, LoRAFactors] | None = None,
+        variances: Mapping[str, torch.Tensor] | None = None,
     ) -> AlignResult:
         # Reseeded from (seed, step): a resumed run draws the same sketches as an
         # uninterrupted one without storing generator state.
         self._generator.manual_seed(self.config.seed * 1_000_003 + self.steps)
         result = align_gradients(
-            per_domain, self.config, lora, erm=self.in_warmup, generator=self._generator
+            per_domain,
+            self.config,
+            lora,
+            erm=self.in_warmup,
+            generator=self._generator,
+            variances=variances,
         )
         self.steps += 1
         return result

@@ -29,329 +29,29 @@ branch sees, i.e. after lora dropout):
 * trainable biases of a LoRA layer (``lora_bias=True``, or peft's
   ``bias="lora_only"``): (K, out).
 
-Each capture point is an identity ``autograd.Function`` on the layer output
-that saves the input with ``save_for_backward``. Saved tensors go through
-autograd's saved-tensor hooks, so under activation checkpointing (reentrant or
-not) the input is recomputed like any activation and each backward counts
-once; without checkpointing it is the very tensor the layer saved already, so
-no extra activation memory is held.
+Halves (``halves=True``, the ``split`` estimator; theory/THEOREMS.md, Lemma E): each
+domain's examples are cut into two halves inside the same backward (2K groups,
+``iga.core.domain_split``); ``per_domain()`` still returns ``G_k`` (the two halves'
+buffers add up to it exactly) and ``halves()`` the two independent unbiased estimates
+of each domain's mean gradient.
+
+The hooks live in ``iga.core.taps`` (one entry per layer), the row split in
+``iga.core.domain_split``; this module is the facade the step talks to.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from iga.core.losses import check_domain_ids as _check_ids
+from iga.core.domain_split import DomainSplit
 from iga.core.projection import LoRAFactors, LoRAGrads
+from iga.core.taps import _Entry, _LoRAEntry, discover
 
 SPACES = ("full", "factor")
-
-
-class DomainSplit:
-    """Which rows of a batch-first tensor belong to each domain, for one micro-batch.
-
-    A batch laid out in domain blocks (sorted ids) is split by slicing, with no
-    copy; otherwise each domain's rows are gathered. Both cost O(rows), never a
-    one-hot product (which would multiply the work of ``dy^T x`` by K).
-    """
-
-    def __init__(self, domain_ids: torch.Tensor, num_domains: int) -> None:
-        ids = _check_ids(domain_ids, num_domains)
-        self.batch_size = ids.numel()
-        self.num_domains = num_domains
-        self.counts = torch.bincount(ids.cpu(), minlength=num_domains)  # (K,)
-        counts = self.counts.tolist()
-        self.present = [k for k in range(num_domains) if counts[k] > 0]
-        self._index: list[torch.Tensor] | None = None
-        self._slices: list[slice] = []
-        if bool((ids[1:] >= ids[:-1]).all()):
-            start = 0
-            for n in counts:
-                self._slices.append(slice(start, start + n))
-                start += n
-        else:
-            self._index = [torch.nonzero(ids == k).squeeze(1) for k in range(num_domains)]
-
-    def rows(self, t: torch.Tensor, k: int) -> torch.Tensor:
-        """Domain k's rows of ``t`` (B, ..., d), flattened to (n_k * ..., d)."""
-        if self._index is None:
-            part = t[self._slices[k]]  # (n_k, ..., d)
-        else:
-            part = t.index_select(0, self._index[k].to(t.device))  # (n_k, ..., d)
-        return part.reshape(-1, t.shape[-1])  # (n_k * tokens, d)
-
-
-class _Tap(torch.autograd.Function):
-    """Identity on ``out``; its backward hands ``(grad_out, saved input, split)`` to ``sink``."""
-
-    @staticmethod
-    def forward(ctx, out, inp, sink, split, clone):
-        ctx.save_for_backward(inp)
-        ctx.sink, ctx.split = sink, split
-        # A plain Linear's output may be edited in place downstream, which autograd forbids
-        # on an input returned as-is from a custom Function; LoRA sublayer outputs never are.
-        return out.clone() if clone else out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (inp,) = ctx.saved_tensors
-        ctx.sink(grad_out, inp, ctx.split)
-        return grad_out, None, None, None, None
-
-
-def _lora_linear_class() -> type | None:
-    layer = sys.modules.get("peft.tuners.lora.layer")  # a model holding peft layers imported it
-    return None if layer is None else layer.Linear
-
-
-def _lora_layer_class() -> type | None:
-    layer = sys.modules.get("peft.tuners.lora.layer")
-    return None if layer is None else layer.LoraLayer
-
-
-class _Entry:
-    """One hooked layer: its per-domain buffers and how to write results back to ``.grad``."""
-
-    def __init__(self, name: str, capture: PerDomainGradients) -> None:
-        self.name = name
-        self.capture = capture
-        self.buffers: dict[str, torch.Tensor] = {}  # key -> (K, *shape)
-        self.params: dict[str, nn.Parameter] = {}  # key -> parameter (for non-LoRA keys)
-        self.stale: set[str] = set()  # keys whose buffer holds nothing of the current step
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def _buffer(self, key: str, param: nn.Parameter, shape: tuple[int, ...]) -> None:
-        dtype = self.capture.dtype or torch.promote_types(param.dtype, torch.float32)
-        self.buffers[key] = torch.empty(
-            (self.capture.num_domains, *shape), dtype=dtype, device=param.device
-        )
-        self.stale.add(key)
-
-    def _tap(self, out: torch.Tensor, inp: torch.Tensor, sink: Callable, clone: bool = False):
-        if not (self.capture.enabled and torch.is_grad_enabled() and out.requires_grad):
-            return None
-        split = self.capture.split
-        if split is None:
-            raise RuntimeError(
-                f"IGA capture: layer {self.name!r} ran a training forward before any domain ids "
-                "were set; call set_domains(domain_ids) for every micro-batch."
-            )
-        if inp.shape[0] != split.batch_size:
-            raise RuntimeError(
-                f"IGA capture: layer {self.name!r} got an input with leading dimension "
-                f"{inp.shape[0]}, but the domain ids name {split.batch_size} examples. Inputs "
-                "must be batch-first (batch, ..., features)."
-            )
-        return _Tap.apply(out, inp, sink, split, clone)
-
-    def _add_outer(self, key: str, dy, x, split: DomainSplit, alpha: float) -> None:
-        buf = self.buffers[key]
-        # The step's first write overwrites (beta = 0) instead of adding to a zeroed
-        # buffer: zeroing K full-size matrices per layer and step costs a memory pass.
-        first = key in self.stale
-        self.stale.discard(key)
-        for k in range(split.num_domains):
-            if k not in split.present:
-                if first:
-                    buf[k].zero_()
-                continue
-            dy_k = split.rows(dy, k).to(buf.dtype)  # (n_k tokens, out)
-            x_k = split.rows(x, k).to(buf.dtype)  # (n_k tokens, in)
-            buf[k].addmm_(dy_k.mT, x_k, beta=0.0 if first else 1.0, alpha=alpha)  # (out, in)
-
-    def _add_sum(self, key: str, dy, split: DomainSplit, alpha: float) -> None:
-        buf = self.buffers[key]
-        if key in self.stale:
-            buf.zero_()  # (K, out): small
-            self.stale.discard(key)
-        for k in split.present:
-            buf[k].add_(split.rows(dy, k).sum(dim=0).to(buf.dtype), alpha=alpha)  # (out,)
-
-    @property
-    def fired(self) -> bool:
-        """Whether any buffer of this layer received a gradient in the current step."""
-        return len(self.stale) < len(self.buffers)
-
-    def written(self) -> dict[str, torch.Tensor]:
-        return {key: buf for key, buf in self.buffers.items() if key not in self.stale}
-
-    def mark_written(self, key: str) -> None:
-        """Another rank wrote ``key``: hold zeros here so the all-reduce sums only data."""
-        if key in self.stale:
-            self.buffers[key].zero_()
-            self.stale.discard(key)
-
-    def lora_factors(self) -> dict[str, LoRAFactors]:
-        return {}
-
-    def write(self, key: str, grad: torch.Tensor | LoRAGrads) -> None:
-        _set_grad(self.params[key], grad)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-
-class _LinearEntry(_Entry):
-    """A plain ``nn.Linear`` with a trainable weight and/or bias."""
-
-    def __init__(self, name: str, module: nn.Linear, capture: PerDomainGradients) -> None:
-        super().__init__(name, capture)
-        for pname in ("weight", "bias"):
-            p = getattr(module, pname)
-            if p is not None and p.requires_grad:
-                key = f"{name}.{pname}" if name else pname
-                self.params[key] = p
-                self._buffer(key, p, tuple(p.shape))
-        self._w = f"{name}.weight" if name else "weight"
-        self._b = f"{name}.bias" if name else "bias"
-        self.handles.append(module.register_forward_hook(self._hook))
-
-    def _hook(self, module, args, out):
-        return self._tap(out, args[0], self._accumulate, clone=True)
-
-    def _accumulate(self, dy, x, split: DomainSplit) -> None:
-        k = float(split.num_domains)
-        if self._w in self.buffers:
-            self._add_outer(self._w, dy, x, split, alpha=k)  # (K, out, in)
-        if self._b in self.buffers:
-            self._add_sum(self._b, dy, split, alpha=k)  # (K, out)
-
-
-class _LoRAEntry(_Entry):
-    """A peft LoRA ``Linear`` (vanilla LoRA, one active adapter)."""
-
-    def __init__(self, name: str, module: nn.Module, capture: PerDomainGradients) -> None:
-        super().__init__(name, capture)
-        self.module = module
-        self.adapter = _single_active_adapter(name, module)
-        lora_a, lora_b = module.lora_A[self.adapter], module.lora_B[self.adapter]
-        self.A, self.B = lora_a.weight, lora_b.weight
-        if not (self.A.requires_grad and self.B.requires_grad):
-            raise ValueError(
-                f"IGA capture: LoRA layer {name!r} has a frozen factor (A: "
-                f"{self.A.requires_grad}, B: {self.B.requires_grad}); IGA edits both factors, "
-                "so train both (LoRA-FA-style frozen A is not supported)."
-            )
-        prefix = f"{name}." if name else ""
-        self.key_a = f"{prefix}lora_A.{self.adapter}.weight"
-        self.key_b = f"{prefix}lora_B.{self.adapter}.weight"
-        self.key_lora_bias = f"{prefix}lora_B.{self.adapter}.bias"
-        self.key_base_bias = f"{prefix}base_layer.bias"
-        self.space = capture.space
-        if self.space == "full":
-            self._buffer(name, self.A, (self.B.shape[0], self.A.shape[1]))  # (K, out, in)
-        else:
-            self._buffer(self.key_a, self.A, tuple(self.A.shape))  # (K, r, in)
-            self._buffer(self.key_b, self.B, tuple(self.B.shape))  # (K, out, r)
-        for key, p in (
-            (self.key_lora_bias, lora_b.bias),
-            (self.key_base_bias, getattr(module.get_base_layer(), "bias", None)),
-        ):
-            if p is not None and p.requires_grad:
-                self.params[key] = p
-                self._buffer(key, p, tuple(p.shape))  # (K, out)
-        self._x: torch.Tensor | None = None  # full space: lora_A's input, until lora_B runs
-        self.handles.append(lora_a.register_forward_hook(self._hook_a))
-        self.handles.append(lora_b.register_forward_hook(self._hook_b))
-
-    @property
-    def scale(self) -> float:
-        return float(self.module.scaling[self.adapter])
-
-    def _hook_a(self, module, args, out):
-        if self.space == "full":
-            self._x = args[0] if (self.capture.enabled and torch.is_grad_enabled()) else None
-            return None
-        return self._tap(out, args[0], self._accumulate_a)
-
-    def _hook_b(self, module, args, out):
-        if self.space == "factor":
-            return self._tap(out, args[0], self._accumulate_b)
-        x, self._x = self._x, None
-        if x is None:
-            return None
-        return self._tap(out, x, self._accumulate_full)
-
-    def _accumulate_a(self, du, x, split: DomainSplit) -> None:
-        self._add_outer(self.key_a, du, x, split, alpha=float(split.num_domains))  # (K, r, in)
-
-    def _accumulate_b(self, dz, u, split: DomainSplit) -> None:
-        self._add_outer(self.key_b, dz, u, split, alpha=float(split.num_domains))  # (K, out, r)
-        self._add_biases(dz, split)
-
-    def _accumulate_full(self, dz, x, split: DomainSplit) -> None:
-        s = self.scale
-        if s == 0.0:
-            raise RuntimeError(
-                f"IGA capture: LoRA layer {self.name!r} has scale 0, so the effective-weight "
-                "gradient cannot be recovered from the LoRA branch; use space='factor'."
-            )
-        # dz = s * dy, and dL/d(dW) = dy^T x_d: the 1/s undoes LoRA's scaling.
-        self._add_outer(self.name, dz, x, split, alpha=split.num_domains / s)  # (K, out, in)
-        self._add_biases(dz, split)
-
-    def _add_biases(self, dz, split: DomainSplit) -> None:
-        k = float(split.num_domains)
-        if self.key_lora_bias in self.buffers:
-            self._add_sum(self.key_lora_bias, dz, split, alpha=k)  # (K, out)
-        if self.key_base_bias in self.buffers:
-            self._add_sum(self.key_base_bias, dz, split, alpha=k / self.scale)  # (K, out)
-
-    def lora_factors(self) -> dict[str, LoRAFactors]:
-        if self.space != "full" or self.name in self.stale:
-            return {}
-        return {self.name: LoRAFactors(A=self.A.detach(), B=self.B.detach(), scale=self.scale)}
-
-    def write(self, key: str, grad: torch.Tensor | LoRAGrads) -> None:
-        if key == self.name and self.space == "full":
-            _set_grad(self.A, grad.A)
-            _set_grad(self.B, grad.B)
-        elif key == self.key_a:
-            _set_grad(self.A, grad)
-        elif key == self.key_b:
-            _set_grad(self.B, grad)
-        else:
-            _set_grad(self.params[key], grad)
-
-    def param_of(self, key: str) -> nn.Parameter | None:
-        return {self.key_a: self.A, self.key_b: self.B}.get(key, self.params.get(key))
-
-
-def _single_active_adapter(name: str, module: nn.Module) -> str:
-    adapters = [a for a in module.active_adapters if a in module.lora_A]
-    if len(adapters) != 1:
-        raise ValueError(
-            f"IGA capture: LoRA layer {name!r} has {len(adapters)} active adapters "
-            f"({adapters}); IGA supports exactly one. Call set_adapter(name) first."
-        )
-    adapter = adapters[0]
-    variant = getattr(module, "lora_variant", {}).get(adapter)
-    if variant is not None:
-        raise ValueError(
-            f"IGA capture: layer {name!r} uses the LoRA variant {type(variant).__name__} "
-            "(e.g. DoRA); only vanilla LoRA is supported, because the variant's output is not "
-            "s * B A x and the per-domain gradient split would be wrong."
-        )
-    if getattr(module, "merged", False):
-        raise ValueError(
-            f"IGA capture: LoRA layer {name!r} is merged into its base weight; unmerge it "
-            "before training."
-        )
-    return adapter
-
-
-def _set_grad(param: nn.Parameter, grad: torch.Tensor) -> None:
-    grad = grad.to(dtype=param.dtype, device=param.device)
-    if param.grad is None:
-        param.grad = grad.clone()
-    else:
-        param.grad.copy_(grad)  # keeps DDP's bucket views and the optimizer's references
+__all__ = ["SPACES", "DomainSplit", "PerDomainGradients"]
 
 
 class PerDomainGradients:
@@ -366,7 +66,9 @@ class PerDomainGradients:
     unmodified training loop (or ``transformers.Trainer`` with
     ``remove_unused_columns=False``) can feed the ids with the batch.
     Buffers are float32 (float64 for float64 parameters) unless ``dtype`` says
-    otherwise. Use as a context manager, or call ``remove()``, to drop the hooks.
+    otherwise. ``halves=True`` cuts each domain's examples into two halves (2K buffer
+    rows per parameter) for ``halves()``. Use as a context manager, or call
+    ``remove()``, to drop the hooks.
     """
 
     def __init__(
@@ -378,6 +80,7 @@ class PerDomainGradients:
         strict: bool = True,
         domain_key: str | None = None,
         dtype: torch.dtype | None = None,
+        halves: bool = False,
     ) -> None:
         if not isinstance(num_domains, int) or num_domains < 1:
             raise ValueError(f"num_domains must be an integer >= 1, got {num_domains!r}.")
@@ -385,13 +88,17 @@ class PerDomainGradients:
             raise ValueError(f"space={space!r} is unknown; choose one of {SPACES}.")
         self.model = model
         self.num_domains = num_domains
+        self.halves_on = halves
+        self.num_groups = 2 * num_domains if halves else num_domains
         self.space = space
         self.dtype = dtype
         self.enabled = True
         self.split: DomainSplit | None = None
         self.generation = 0  # counts set_domains calls; IGAStep.apply keys on it
         self.domain_counts = torch.zeros(num_domains, dtype=torch.long)  # examples since reset
-        self.entries: list[_Entry] = _discover(model, self)
+        # (K, 2): each half's accumulated share F_h of its domain's loss weight since reset
+        self.half_load = torch.zeros(num_domains, 2, dtype=torch.float64)
+        self.entries: list[_Entry] = discover(model, self)
         self._check_coverage(strict)
         self._pre_hook = None
         self.domain_key = domain_key
@@ -399,9 +106,17 @@ class PerDomainGradients:
             self._pre_hook = model.register_forward_pre_hook(self._pop_ids, with_kwargs=True)
 
     # ----- feeding domain ids ---------------------------------------------------------
-    def set_domains(self, domain_ids: torch.Tensor) -> None:
-        """Domain of each example of the next micro-batch(es): (B,) integers in [0, K)."""
-        self.split = DomainSplit(domain_ids, self.num_domains)
+    def set_domains(self, domain_ids: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Domain of each example of the next micro-batch(es): (B,) integers in [0, K).
+
+        ``weights`` (B,): each example's loss weight (its supervised tokens), which
+        balances and weighs the halves (``halves=True`` only; 1 per example if None).
+        """
+        load = self.half_load if (self.halves_on and self.enabled) else None
+        if load is None:
+            self.split = DomainSplit(domain_ids, self.num_domains)
+        else:
+            self.split = DomainSplit(domain_ids, self.num_domains, weights=weights, half_load=load)
         self.generation += 1
         if self.enabled:
             self.domain_counts += self.split.counts
@@ -420,8 +135,8 @@ class PerDomainGradients:
         return None
 
     # ----- reading and writing ---------------------------------------------------------
-    def per_domain(self, include_stale: bool = False) -> dict[str, torch.Tensor]:
-        """Live per-domain buffers written in this step, key -> (K, *shape): the ``G_k``.
+    def raw_buffers(self, include_stale: bool = False) -> dict[str, torch.Tensor]:
+        """The buffers as stored, key -> (G, *shape) with G = K, or 2K with halves.
 
         ``include_stale=True`` adds the buffers no backward wrote in this step
         (their content is undefined).
@@ -431,6 +146,57 @@ class PerDomainGradients:
             for e in self.entries
             for key, buf in (e.buffers if include_stale else e.written()).items()
         }
+
+    def per_domain(self) -> dict[str, torch.Tensor]:
+        """Per-domain gradients written in this step, key -> (K, *shape): the ``G_k``.
+
+        Without halves these are the buffers themselves; with halves, the sum of each
+        domain's two half buffers (a new tensor).
+        """
+        raw = self.raw_buffers()
+        if not self.halves_on:
+            return raw
+        k = self.num_domains
+        return {key: buf.view(k, 2, *buf.shape[1:]).sum(dim=1) for key, buf in raw.items()}
+
+    def half_shortfall(self) -> list[int]:
+        """Domains whose halves did not both receive examples in this step."""
+        return [k for k in range(self.num_domains) if float(self.half_load[k].min()) <= 0]
+
+    def half_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """key -> ``(pairs, scale)``: the raw buffer as (K, 2, *shape) (a view, no copy) and
+        the (K, 2) factors ``F_k / F_h`` that turn half h into an unbiased ``mu_k``.
+
+        Half h's buffer holds ``F_h / F_k`` of the domain's gradient (module
+        ``iga.core.domain_split``), so ``g_h = buffer_h * F_k / F_h``. Needs
+        ``halves=True`` and examples in both halves of every domain.
+        """
+        if not self.halves_on:
+            raise RuntimeError("PerDomainGradients.halves() needs halves=True.")
+        short = self.half_shortfall()
+        if short:
+            raise RuntimeError(
+                f"IGA split estimator: domains {short} had fewer than 2 examples in this "
+                "optimizer step (per process, under DDP), so their two halves are not both "
+                "defined. Put at least 2 examples (isomer sets) of every domain in each step "
+                "(raise --batch-sets), or use estimator='ema' or 'batch'."
+            )
+        load = self.half_load  # (K, 2)
+        scale = load.sum(dim=1, keepdim=True) / load  # (K, 2): F_k / F_h
+        k = self.num_domains
+        return {
+            key: (buf.view(k, 2, *buf.shape[1:]), scale) for key, buf in self.raw_buffers().items()
+        }
+
+    def halves(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """key -> ``(a, b)``, each (K, *shape): per half, an unbiased estimate of ``mu_k``
+        (new tensors; ``half_pairs`` gives the same without copies)."""
+        out = {}
+        for key, (pairs, scale) in self.half_pairs().items():
+            s = scale.to(pairs.device, pairs.dtype).view(*scale.shape, *([1] * (pairs.dim() - 2)))
+            scaled = pairs * s  # (K, 2, *shape)
+            out[key] = (scaled[:, 0], scaled[:, 1])
+        return out
 
     def lora_factors(self) -> dict[str, LoRAFactors]:
         """Current factors of the full-space LoRA entries written in this step."""
@@ -484,6 +250,7 @@ class PerDomainGradients:
         for e in self.entries:
             e.stale = set(e.buffers)
         self.domain_counts.zero_()
+        self.half_load.zero_()
 
     def remove(self) -> None:
         for e in self.entries:
@@ -518,27 +285,3 @@ class PerDomainGradients:
             )
         if not self.entries:
             raise ValueError("IGA capture: the model has no trainable LoRA or nn.Linear layer.")
-
-
-def _discover(model: nn.Module, capture: PerDomainGradients) -> list[_Entry]:
-    lora_linear, lora_layer = _lora_linear_class(), _lora_layer_class()
-    entries: list[_Entry] = []
-    skip: set[int] = set()
-    for name, module in model.named_modules():
-        if id(module) in skip:
-            continue
-        if lora_layer is not None and isinstance(module, lora_layer):
-            skip.update(id(m) for m in module.modules())
-            if not any(p.requires_grad for p in module.parameters()):
-                continue
-            if not isinstance(module, lora_linear):
-                raise ValueError(
-                    f"IGA capture: layer {name!r} is a {type(module).__name__} LoRA layer; only "
-                    "peft's lora.Linear (vanilla LoRA) is supported."
-                )
-            entries.append(_LoRAEntry(name, module, capture))
-        elif isinstance(module, nn.Linear) and any(
-            p.requires_grad for p in module.parameters(recurse=False)
-        ):
-            entries.append(_LinearEntry(name, module, capture))
-    return entries

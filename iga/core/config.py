@@ -6,11 +6,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from iga.core import configio
+
 VARIANCE_KINDS = ("raw", "relative")
 PROJECTIONS = ("svd", "tangent", "none")
 SPACES = ("full", "factor")
 SVD_METHODS = ("auto", "exact", "randomized")
 MASK_TARGETS = ("gradient", "update")
+ESTIMATORS = ("batch", "split", "ema")
 TRAINER_METHODS = ("iga", "erm")  # IGATrainer's gradient steps; empirical/ registers baselines
 
 
@@ -35,20 +38,40 @@ class IGAConfig:
     tau: float = field(default=5.0, metadata={"help": "Mask temperature; 0 turns the mask off."})
     variance: str = field(
         default="relative",
-        metadata={"help": "'raw' (paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1))."},
+        metadata={
+            "help": "'raw' (the paper's V) or 'relative' (V / mean_k G_k^2, in [0, 1], so "
+            "tau is free of the gradient's scale).",
+            "choices": VARIANCE_KINDS,
+        },
     )
     projection: str = field(
         default="svd",
-        metadata={"help": "'svd' (rank-r truncated SVD), 'tangent' (tangent space at BA), 'none'."},
+        metadata={
+            "help": "Projection of the masked gradient onto the LoRA manifold: 'svd' (rank-r "
+            "truncated SVD), 'tangent' (tangent space at B A) or 'none'.",
+            "choices": PROJECTIONS,
+        },
     )
     rank: int | None = field(
-        default=None, metadata={"help": "Projection rank; None uses each LoRA layer's rank."}
+        default=None,
+        metadata={"help": "Rank of the SVD projection; unset uses each LoRA layer's rank."},
     )
     space: str = field(
         default="full",
-        metadata={"help": "'full': per-domain effective-weight gradients; 'factor': of A and B."},
+        metadata={
+            "help": "Where per-domain gradients are taken: 'full' (the effective weight "
+            "s B A, out x in) or 'factor' (A and B; cheaper, no full-size matrices).",
+            "choices": SPACES,
+        },
     )
-    svd_method: str = field(default="auto", metadata={"help": "'auto', 'exact' or 'randomized'."})
+    svd_method: str = field(
+        default="auto",
+        metadata={
+            "help": "SVD of the projection: 'exact', 'randomized' (torch.svd_lowrank) or "
+            "'auto' (a size threshold decides).",
+            "choices": SVD_METHODS,
+        },
+    )
     eps: float = field(
         default=1e-12, metadata={"help": "Added to mean_k G_k^2 in the relative variance."}
     )
@@ -57,7 +80,28 @@ class IGAConfig:
     )
     mask_target: str = field(
         default="gradient",
-        metadata={"help": "Mask the gradient fed to the optimizer, or the optimizer's update."},
+        metadata={
+            "help": "Mask the gradient fed to the optimizer ('gradient') or the optimizer's "
+            "update ('update'; needs --space factor).",
+            "choices": MASK_TARGETS,
+        },
+    )
+    estimator: str = field(
+        default="batch",
+        metadata={
+            "help": "How V is estimated: 'batch' (variance of this step's minibatch gradients; "
+            "biased up by sampling noise), 'split' (unbiased, from two halves of each "
+            "domain's examples), 'ema' (variance of moving averages of the per-domain "
+            "gradients across steps).",
+            "choices": ESTIMATORS,
+        },
+    )
+    ema_beta: float = field(
+        default=0.9,
+        metadata={
+            "help": "Decay of the 'ema' estimator's moving averages, in [0, 1); the noise "
+            "variance in V shrinks by (1 - beta) / (1 + beta)."
+        },
     )
     warmup_steps: int = field(
         default=0, metadata={"help": "Plain ERM steps before the mask switches on."}
@@ -72,6 +116,12 @@ class IGAConfig:
         _check_choice("space", self.space, SPACES)
         _check_choice("svd_method", self.svd_method, SVD_METHODS)
         _check_choice("mask_target", self.mask_target, MASK_TARGETS)
+        _check_choice("estimator", self.estimator, ESTIMATORS)
+        if not (isinstance(self.ema_beta, (int, float)) and 0.0 <= self.ema_beta < 1.0):
+            raise ValueError(
+                f"IGAConfig.ema_beta must lie in [0, 1) (1 would never update the moving "
+                f"average), got {self.ema_beta!r}."
+            )
         if self.rank is not None and (not isinstance(self.rank, int) or self.rank < 1):
             raise ValueError(f"IGAConfig.rank must be an integer >= 1 or None, got {self.rank!r}.")
         if not (self.eps >= 0 and math.isfinite(self.eps)):
@@ -83,3 +133,7 @@ class IGAConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> IGAConfig:
+        return configio.from_dict(cls, data, where or cls.__name__)

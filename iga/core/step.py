@@ -56,6 +56,7 @@ from iga.core.aligner import GradientAligner
 from iga.core.capture import PerDomainGradients
 from iga.core.config import IGAConfig
 from iga.core.distributed import all_reduce_mean_, all_reduce_sum_, world_size
+from iga.core.estimators import make_estimator
 
 
 class IGAStep:
@@ -79,8 +80,15 @@ class IGAStep:
         process_group: dist.ProcessGroup | None = None,
     ) -> None:
         self.config = config
+        self.estimator = make_estimator(config)
         self.capture = PerDomainGradients(
-            model, num_domains, config.space, strict=strict, domain_key=domain_key, dtype=dtype
+            model,
+            num_domains,
+            config.space,
+            strict=strict,
+            domain_key=domain_key,
+            dtype=dtype,
+            halves=self.estimator.needs_halves,
         )
         if config.mask_target == "update" and self.capture.has_full_space_lora:
             self.capture.remove()
@@ -99,9 +107,13 @@ class IGAStep:
         self._snapshots: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
 
     # ----- the step ----------------------------------------------------------------------
-    def set_domains(self, domain_ids: torch.Tensor) -> None:
-        """Domain of each example of the next micro-batch, (B,) integers in [0, K)."""
-        self.capture.set_domains(domain_ids)
+    def set_domains(self, domain_ids: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Domain of each example of the next micro-batch, (B,) integers in [0, K).
+
+        ``weights`` (B,): each example's supervised tokens (its weight in its domain's
+        token-mean loss); the ``split`` estimator balances and weighs the halves by it.
+        """
+        self.capture.set_domains(domain_ids, weights)
 
     @property
     def applied(self) -> bool:
@@ -114,8 +126,13 @@ class IGAStep:
         Call once after the last micro-batch's backward; calling it again before
         the next ``set_domains`` is a no-op that returns the same statistics.
         Returns floats for logging: ``iga/warmup``, ``iga/mask_mean`` (mean mask
-        value over all masked coordinates) and ``iga/cos_to_erm`` (cosine between
-        the edited and the ERM gradient of the captured parameters).
+        value over all masked coordinates), ``iga/cos_to_erm`` (cosine between the
+        edited and the ERM gradient of the captured parameters), and the diagnostics
+        of issue 14: ``iga/mask_below_half`` (share of coordinates with M < 0.5),
+        ``iga/noise_mask`` (with the relative variance: the mask pure noise gives,
+        ``m0 + (1 - m0) exp(-tau (K - 1) / K)``) and, with the split estimator,
+        ``iga/snr`` (estimated ``sum_k ||mu_k||^2 / sum_k E||G_k - mu_k||^2`` from the
+        halves; see ``_snr``).
         """
         if self.applied:
             return self.last_stats
@@ -149,15 +166,40 @@ class IGAStep:
         params = [p for p in cap.parameters() if p.grad is not None]
         erm = [p.grad.detach().clone() for p in params]
         warmup = self.aligner.in_warmup
-        result = self.aligner(per_domain, cap.lora_factors())
+        halves = cap.half_pairs() if self.estimator.needs_halves else None
+        variances = None
+        if cap.num_domains > 1 and not warmup:
+            variances = self.estimator.variances(per_domain, halves)
+        result = self.aligner(per_domain, cap.lora_factors(), variances=variances)
         cap.write_grads(result.grads)
         if self.config.mask_target == "update" and not warmup:
             self._update_masks = [(cap.param_of(k), m) for k, m in result.masks.items()]
-        return {
+        stats = {
             "iga/warmup": float(warmup),
             "iga/mask_mean": _weighted_mean(result.masks.values()),
+            "iga/mask_below_half": _weighted_mean(
+                (m < 0.5).to(m.dtype) for m in result.masks.values()
+            ),
             "iga/cos_to_erm": _cosine(erm, [p.grad for p in params]),
         }
+        if self.config.variance == "relative":
+            stats["iga/noise_mask"] = noise_mask(self.config, cap.num_domains)
+        if halves is not None:
+            stats["iga/snr"] = _snr(halves, cap.half_load)
+        return stats
+
+    # ----- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What a resumed run needs besides the model and optimizer: the step count and
+        the estimator's state (the EMA averages)."""
+        return {"steps": self.aligner.steps, "estimator": self.estimator.state_dict()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore ``state_dict()``; ``ema`` without saved averages is an error."""
+        self.estimator.load_state_dict(None if state is None else state.get("estimator"))
+        if state is not None:
+            self.aligner.steps = int(state["steps"])
+            self.capture.enabled = not self.aligner.in_warmup
 
     def _all_reduce(self) -> None:
         """Average the buffers over ranks; a layer that ran on any rank counts everywhere."""
@@ -165,7 +207,7 @@ class IGAStep:
         if world_size(self.process_group) == 1:
             return
         keys = cap.keys()
-        buffers = cap.per_domain(include_stale=True)
+        buffers = cap.raw_buffers(include_stale=True)
         device = next(iter(buffers.values())).device
         written = torch.tensor([float(cap.is_written(k)) for k in keys], device=device)
         counts = cap.domain_counts.to(device)
@@ -175,6 +217,10 @@ class IGAStep:
         cap.mark_written(anywhere)
         all_reduce_mean_([buffers[k] for k in anywhere], self.process_group)
         cap.domain_counts.copy_(counts.cpu())
+        if cap.halves_on:  # the rank mean of the buffers needs the rank mean of the shares
+            load = cap.half_load.to(device=device, dtype=torch.float64)
+            all_reduce_mean_([load], self.process_group)
+            cap.half_load.copy_(load.cpu())
 
     # ----- around the optimizer ------------------------------------------------------------
     def before_optimizer_step(self) -> None:
@@ -213,6 +259,40 @@ class IGAStep:
     def remove(self) -> None:
         """Remove the hooks from the model."""
         self.capture.remove()
+
+
+def noise_mask(config: IGAConfig, num_domains: int) -> float:
+    """The mask pure noise gives with the relative variance: ``V -> (K - 1) / K``."""
+    k = num_domains
+    m = math.exp(-config.tau * (k - 1) / k)
+    return config.mask_floor + (1.0 - config.mask_floor) * m
+
+
+@torch.no_grad()
+def _snr(halves, half_load: torch.Tensor) -> float:
+    """``sum a_k b_k / sum f_a f_b (a_k - b_k)^2`` over keys, domains and coordinates,
+    from ``half_pairs`` (raw half buffers ``P_h = f_h a_h`` and their scales).
+
+    ``a_k b_k`` estimates ``mu_k^2`` without bias (independent halves); with shares
+    ``f_h = F_h / F_k``, ``Var(a_k - b_k) = Var(G_k) / (f_a f_b)``, so
+    ``f_a f_b (a_k - b_k)^2`` estimates the noise ``E(G_k - mu_k)^2`` of the domain's
+    step gradient. The ratio of the sums is the step's signal-to-noise ratio (NaN if
+    there is no noise; it can dip below 0 when the signal is lost in the noise).
+    """
+    share = half_load / half_load.sum(dim=1, keepdim=True)  # (K, 2): f_a, f_b
+    f_a, f_b = share[:, 0], share[:, 1]  # (K,)
+    signal, noise = 0.0, 0.0
+    for pairs, _ in halves.values():
+        p_a = pairs[:, 0].flatten(1)  # (K, n): f_a a_k
+        p_b = pairs[:, 1].flatten(1)  # (K, n): f_b b_k
+        fa = f_a.to(pairs.device, pairs.dtype)
+        fb = f_b.to(pairs.device, pairs.dtype)
+        # a_k b_k = P_a P_b / (f_a f_b); f_a f_b (a_k - b_k)^2 = (f_b P_a - f_a P_b)^2 / (f_a f_b)
+        dots = torch.einsum("kn,kn->k", p_a, p_b)  # (K,)
+        signal += float((dots / (fa * fb)).sum())
+        diff = p_a * fb[:, None] - p_b * fa[:, None]  # (K, n)
+        noise += float((torch.einsum("kn,kn->k", diff, diff) / (fa * fb)).sum())
+    return signal / noise if noise > 0 else float("nan")
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -7,10 +7,13 @@ import json
 import re
 import sys
 import time
+import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
-from iga.distill import configio, rundir
+from iga.core import configio
+from iga.core.config import IGAConfig
+from iga.distill import rundir
 from iga.distill.run import DistillConfig, distill, load_eval_sets, write_eval
 
 _CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
@@ -34,26 +37,73 @@ _BASE_FLAGS = {
 }
 
 
+# IGAConfig field -> flag where the plain --name would be ambiguous beside the run's flags;
+# every other field is --name (--tau, --variance, ..., --estimator, --ema-beta).
+_IGA_FLAG_NAMES = {"rank": "--projection-rank", "eps": "--variance-eps"}
+_IGA_NOT_FLAGS = ("seed",)  # the run's --seed seeds the IGA step too
+
+
+def _optional(kind):
+    """``int | None`` -> ``int``; the value type an option parses."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def add_iga_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``IGAConfig`` field, with its help and choices (dest ``iga_<name>``)."""
+    group = p.add_argument_group("IGA step (iga.IGAConfig; ignored with --method erm)")
+    hints = typing.get_type_hints(IGAConfig)
+    for f in fields(IGAConfig):
+        if f.name in _IGA_NOT_FLAGS:
+            continue
+        flag = _IGA_FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = f.default
+        shown = "unset" if default is None else default
+        group.add_argument(
+            flag,
+            dest=f"iga_{f.name}",
+            type=_optional(hints[f.name]),
+            default=default,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata['help']} (default: {shown})",
+        )
+
+
+def iga_config_from_args(args: argparse.Namespace) -> IGAConfig:
+    given = {
+        f.name: getattr(args, f"iga_{f.name}")
+        for f in fields(IGAConfig)
+        if hasattr(args, f"iga_{f.name}")
+    }
+    return IGAConfig(**given)
+
+
 def add_distill_flags(p: argparse.ArgumentParser) -> None:
     defaults = DistillConfig()
+    add_iga_flags(p)
     for f in fields(DistillConfig):
-        if f.name in ("base", "evaluate", "trust_remote_code"):
+        if f.name in ("base", "iga", "evaluate", "trust_remote_code"):
             continue
         flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
+        text, choices = f.metadata["help"], f.metadata.get("choices")
         if f.name in _CSV_FIELDS:
+            shown = ",".join(value) or "none"
             p.add_argument(
-                flag,
-                type=_csv,
-                default=value,
-                help=f"comma-separated (default: {','.join(value) or 'none'})",
+                flag, type=_csv, default=value, help=f"{text}; comma-separated (default: {shown})"
             )
         elif isinstance(value, bool):
             continue
         elif value is None:
-            p.add_argument(flag, default=None, help="local Hugging Face model folder")
+            p.add_argument(flag, default=None, help=text)
         else:
-            p.add_argument(flag, type=type(value), default=value, help=f"(default: {value})")
+            p.add_argument(
+                flag,
+                type=type(value),
+                default=value,
+                choices=choices,
+                help=f"{text} (default: {value})",
+            )
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow a model's own code (off by default)"
     )
@@ -69,7 +119,7 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     kwargs = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
-    config = DistillConfig(**kwargs)
+    config = DistillConfig(**kwargs, iga=iga_config_from_args(args))
     given = {name: getattr(args, f"base_{name}", None) for name in _BASE_FLAGS}
     base = {name: value for name, value in given.items() if value is not None}
     if base:
@@ -285,14 +335,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sets", help="isomer JSONL to evaluate on (default: the run's evaluation sets)"
     )
     e.add_argument("--json", help="write the full result, with every completion, here")
-    e.add_argument("--max-new-tokens", type=int, default=96)
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument(
+        "--max-new-tokens", type=int, default=96, help="generation budget per completion"
+    )
+    e.add_argument("--batch-size", type=int, default=64, help="prompts generated at once")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser(
         "demo", help="the main job: ERM-SFT vs IGA on the built-in default, side by side"
     )
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--steps", type=int, default=DistillConfig.steps)
+    d.add_argument("--out", default="runs/demo", help="folder of the two runs (erm/ and iga/)")
+    d.add_argument("--seed", type=int, default=0, help="seed of data, LoRA init and training")
+    d.add_argument(
+        "--steps", type=int, default=DistillConfig.steps, help="LoRA steps of each method"
+    )
     d.set_defaults(func=_demo)

@@ -16,17 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from iga.core import configio
 from iga.core.config import TRAINER_METHODS as METHODS
 from iga.core.config import IGAConfig
-from iga.distill import configio, rundir
+from iga.distill import rundir
 from iga.distill.data import IsomerCollator, IsomerDataset, check_unique_sets
 from iga.distill.evaluate import EvalResult, evaluate
 from iga.distill.pretrain import BaseConfig, load_or_build_base
@@ -43,38 +44,61 @@ from iga.isomers.io import read_sets_located
 EVAL_SEED_OFFSET = 500_000  # evaluation sets never share a seed with training sets
 
 
+# DistillConfig's IGA fields before they were nested as ``iga: IGAConfig`` (old run folders)
+_FLAT_IGA_KEYS = (
+    "tau",
+    "variance",
+    "projection",
+    "space",
+    "mask_target",
+    "mask_floor",
+    "warmup_steps",
+)
+
+
+def _flag(default: Any, help_text: str, choices: tuple[str, ...] | None = None):
+    """A field whose ``iga distill`` flag gets ``help_text`` (and ``choices``)."""
+    meta = {"help": help_text, **({"choices": choices} if choices else {})}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DistillConfig:
-    """One distillation run; every field is a command-line flag of ``iga distill``."""
+    """One distillation run; every field is a command-line flag of ``iga distill``.
 
-    method: str = "iga"
-    out: str = "runs/default"
-    families: tuple[str, ...] = FAMILIES
-    train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
-    heldout_domains: tuple[str, ...] = DEFAULT_HELDOUT_DOMAINS
-    sets: tuple[str, ...] = ()  # JSONL files; empty -> generate n_sets per family
-    n_sets: int = 200
-    n_eval_sets: int = 25
-    seed: int = 0
-    steps: int = 300
-    batch_sets: int = 8
-    lr: float = 3e-3
-    lora_rank: int = 8
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    tau: float = 5.0
-    variance: str = "relative"
-    projection: str = "svd"
-    space: str = "full"
-    mask_target: str = "gradient"
-    mask_floor: float = 0.0
-    warmup_steps: int = 0
-    kd_weight: float = 0.0
-    student: str | None = None
-    teacher: str | None = None
-    trust_remote_code: bool = False
-    save_steps: int = 100
-    max_length: int = 256
-    evaluate: bool = True
+    It nests the configs it owns (docs/style.md, "Configs that travel"): ``iga`` (the
+    IGA step, ``iga.IGAConfig``; its ``seed`` is this run's ``seed``) and ``base`` (the
+    default student's base phase). ``to_dict``/``from_dict`` round-trip the whole tree.
+    """
+
+    method: str = _flag(
+        "iga", "'iga' (the IGA step) or 'erm' (plain LoRA SFT, same pipeline)", METHODS
+    )
+    out: str = _flag("runs/default", "run folder: checkpoints, adapter, eval.json, summary.json")
+    families: tuple[str, ...] = _flag(FAMILIES, "isomer families to train and evaluate on")
+    train_domains: tuple[str, ...] = _flag(DEFAULT_TRAIN_DOMAINS, "training domains (K of them)")
+    heldout_domains: tuple[str, ...] = _flag(
+        DEFAULT_HELDOUT_DOMAINS, "held-out domains, evaluated only (never trained on)"
+    )
+    sets: tuple[str, ...] = _flag((), "isomer JSONL files to train on instead of generated sets")
+    n_sets: int = _flag(200, "generated training sets per family")
+    n_eval_sets: int = _flag(25, "generated evaluation sets per family (disjoint seeds)")
+    seed: int = _flag(0, "seed of data, LoRA init, training and the IGA step's SVD sketch")
+    steps: int = _flag(300, "LoRA optimizer steps")
+    batch_sets: int = _flag(8, "isomer sets per step (each holds every training domain)")
+    lr: float = _flag(
+        3e-3, "peak AdamW learning rate (linear warm-up over 1/20 of the steps, then cosine)"
+    )
+    lora_rank: int = _flag(8, "LoRA rank r")
+    lora_targets: tuple[str, ...] = _flag(DEFAULT_LORA_TARGETS, "module names LoRA adapts")
+    iga: IGAConfig = field(default_factory=IGAConfig)
+    kd_weight: float = _flag(0.0, "weight of token-level KD against --teacher, in [0, 1]")
+    student: str | None = _flag(None, "local Hugging Face model folder (default: built-in student)")
+    teacher: str | None = _flag(None, "local Hugging Face model folder writing the rationales")
+    trust_remote_code: bool = _flag(False, "allow a model's own code")
+    save_steps: int = _flag(100, "steps between checkpoints (--resume continues from the last)")
+    max_length: int = _flag(256, "tokens per example (prompt and rationale)")
+    evaluate: bool = _flag(True, "evaluate after training")
     base: BaseConfig = field(default_factory=BaseConfig)
 
     def __post_init__(self) -> None:
@@ -94,12 +118,10 @@ class DistillConfig:
             raise ValueError(
                 f"domains {sorted(overlap)} are both in --train-domains and --heldout-domains."
             )
-        try:
-            self.iga_config()  # rejects a bad tau, variance, projection... before any work
-        except ValueError as err:  # IGAConfig.tau -> --tau: name the flag the user typed
-            raise ValueError(
-                re.sub(r"IGAConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(err))
-            ) from err
+        if not isinstance(self.iga, IGAConfig):
+            raise TypeError(f"DistillConfig.iga must be an IGAConfig, got {self.iga!r}.")
+        if self.iga.seed != self.seed:  # one seed per run: it also seeds the SVD sketch
+            self.iga = replace(self.iga, seed=self.seed)
         for name in ("n_sets", "steps", "batch_sets", "lora_rank", "save_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -120,27 +142,34 @@ class DistillConfig:
                 "has no token distribution to distil. Add --teacher or drop --kd-weight."
             )
 
-    def to_dict(self) -> dict:
+    def iga_config(self) -> IGAConfig:
+        """The IGA step's configuration (validated at construction)."""
+        return self.iga
+
+    def to_dict(self) -> dict[str, Any]:
         """Every field, nested configs as dicts (JSON-ready); ``from_dict`` inverts it."""
         return configio.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "DistillConfig") -> DistillConfig:
-        """The config ``to_dict`` wrote; a bad key or value names ``where`` and the key."""
-        return configio.from_dict(cls, data, where)
+    def from_dict(cls, data: dict[str, Any], where: str = "DistillConfig") -> DistillConfig:
+        """Inverse of ``to_dict`` (nested configs, tuples, None); unknown keys are errors.
 
-    def iga_config(self) -> IGAConfig:
-        """The IGA step's configuration (validated)."""
-        return IGAConfig(
-            tau=self.tau,
-            variance=self.variance,
-            projection=self.projection,
-            space=self.space,
-            mask_target=self.mask_target,
-            mask_floor=self.mask_floor,
-            warmup_steps=self.warmup_steps,
-            seed=self.seed,
-        )
+        A run folder written before the IGA fields were nested (flat ``tau``,
+        ``variance``, ... beside the run's fields) still loads: those keys move into
+        ``iga``.
+        """
+        if not isinstance(data, dict):
+            return configio.from_dict(cls, data, where)  # its error names ``where``
+        data = dict(data)
+        flat = {k: data.pop(k) for k in _FLAT_IGA_KEYS if k in data}
+        if flat:
+            if "iga" in data:
+                raise configio.ConfigFileError(
+                    f"{where}: IGA fields {sorted(flat)} appear both at the "
+                    "top level and under 'iga'; keep them under 'iga' only."
+                )
+            data["iga"] = flat
+        return configio.from_dict(cls, data, where)
 
 
 def load_training_sets(config: DistillConfig) -> list:
@@ -189,19 +218,13 @@ def newest_checkpoint(out: Path) -> str | None:
 
 
 def training_arguments(config: DistillConfig):
-    from dataclasses import fields
 
     from iga.distill.trainer import IGATrainingArguments
 
-    # The IGA flags come from the one validated IGAConfig, not copied field by field.
-    arg_names = {f.name for f in fields(IGATrainingArguments)}
-    iga_flags = {
-        f"iga_{k}": v for k, v in asdict(config.iga_config()).items() if f"iga_{k}" in arg_names
-    }
     return IGATrainingArguments(
         output_dir=config.out,
         method=config.method,
-        **iga_flags,
+        **IGATrainingArguments.iga_kwargs(config.iga),
         kd_weight=config.kd_weight,
         max_steps=config.steps,
         per_device_train_batch_size=config.batch_sets,

@@ -29,7 +29,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iga.distill.configio import differences
+from iga.core.configio import differences
 from iga.outputs import check_output_dir, check_output_file  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "distill_config.json"

@@ -11,7 +11,10 @@ backward and replaces ``.grad`` before clipping and the optimizer step;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -19,6 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from iga.core.config import TRAINER_METHODS as METHODS
 from iga.core.config import IGAConfig
 from iga.core.losses import (
+    IGNORE_INDEX,
     completion_token_losses,
     domain_mean_loss,
     kd_token_losses,
@@ -27,47 +31,66 @@ from iga.core.losses import (
 from iga.core.step import IGAStep
 
 
-@dataclass
-class IGATrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the IGA step (see ``iga.IGAConfig`` for each field)."""
+def _iga_argument_fields() -> list[tuple[str, Any, Any]]:
+    """``iga_<name>`` for every ``IGAConfig`` field but the seed (the Trainer's seed):
+    same type, default, help and choices, so the two never drift apart."""
+    hints = typing.get_type_hints(IGAConfig)
+    return [
+        (f"iga_{f.name}", hints[f.name], field(default=f.default, metadata=dict(f.metadata)))
+        for f in fields(IGAConfig)
+        if f.name != "seed"
+    ]
 
+
+@dataclass
+class _TrainingArgumentsBase(TrainingArguments):
     method: str = field(default="iga", metadata={"help": "'iga' or 'erm' (plain LoRA SFT)."})
-    iga_tau: float = field(default=5.0, metadata={"help": "Mask temperature tau."})
-    iga_variance: str = field(default="relative", metadata={"help": "'raw' or 'relative'."})
-    iga_projection: str = field(default="svd", metadata={"help": "'svd', 'tangent' or 'none'."})
-    iga_rank: int | None = field(default=None, metadata={"help": "Projection rank (LoRA rank)."})
-    iga_space: str = field(default="full", metadata={"help": "'full' or 'factor'."})
-    iga_mask_target: str = field(default="gradient", metadata={"help": "'gradient' or 'update'."})
-    iga_mask_floor: float = field(default=0.0, metadata={"help": "Lower bound of the mask."})
-    iga_warmup_steps: int = field(default=0, metadata={"help": "ERM steps before the mask."})
     kd_weight: float = field(default=0.0, metadata={"help": "Weight of token-level KD in [0, 1]."})
     kd_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of KD."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep domain_ids."})
     report_to: str | list[str] | None = field(default="none")
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is unknown; choose one of {METHODS}.")
-        if not 0.0 <= self.kd_weight <= 1.0 or self.kd_temperature <= 0:
-            raise ValueError(
-                f"kd_weight must lie in [0, 1] and kd_temperature be > 0; got {self.kd_weight}, "
-                f"{self.kd_temperature}."
-            )
-        self.iga_config()  # validates the IGA fields now, not at the first step
 
-    def iga_config(self) -> IGAConfig:
-        return IGAConfig(
-            tau=self.iga_tau,
-            variance=self.iga_variance,
-            projection=self.iga_projection,
-            rank=self.iga_rank,
-            space=self.iga_space,
-            mask_target=self.iga_mask_target,
-            mask_floor=self.iga_mask_floor,
-            warmup_steps=self.iga_warmup_steps,
-            seed=self.seed,
+def _post_init(self) -> None:
+    TrainingArguments.__post_init__(self)
+    if self.method not in METHODS:
+        raise ValueError(f"method={self.method!r} is unknown; choose one of {METHODS}.")
+    if not 0.0 <= self.kd_weight <= 1.0 or self.kd_temperature <= 0:
+        raise ValueError(
+            f"kd_weight must lie in [0, 1] and kd_temperature be > 0; got {self.kd_weight}, "
+            f"{self.kd_temperature}."
         )
+    self.iga_config()  # validates the IGA fields now, not at the first step
+
+
+def _iga_config(self) -> IGAConfig:
+    """The IGA step these arguments describe (the Trainer's ``seed`` seeds it)."""
+    given = {f.name: getattr(self, f"iga_{f.name}") for f in fields(IGAConfig) if f.name != "seed"}
+    return IGAConfig(**given, seed=self.seed)
+
+
+def _iga_kwargs(config: IGAConfig) -> dict[str, Any]:
+    """``iga_<name>`` keyword arguments that rebuild ``config`` (its seed aside)."""
+    return {f"iga_{k}": v for k, v in asdict(config).items() if k != "seed"}
+
+
+# ``TrainingArguments`` plus the method, KD, and every IGAConfig field as ``iga_<name>``.
+IGATrainingArguments = make_dataclass(
+    "IGATrainingArguments",
+    _iga_argument_fields(),
+    bases=(_TrainingArgumentsBase,),
+    namespace={
+        "__doc__": "``TrainingArguments`` plus the IGA step: one ``iga_<name>`` per "
+        "``iga.IGAConfig`` field (generated from it), ``method`` and KD.",
+        "__module__": __name__,
+        "__post_init__": _post_init,
+        "iga_config": _iga_config,
+        "iga_kwargs": staticmethod(_iga_kwargs),
+    },
+)
+
+
+IGA_STATE_NAME = "iga_state.pt"  # IGAStep.state_dict() in each checkpoint folder
 
 
 class _SyncWarmup(TrainerCallback):
@@ -108,7 +131,8 @@ class IGATrainer(Trainer):
         domain_ids = inputs.pop("domain_ids")
         labels = inputs.pop("labels")
         if self.iga_step is not None and model.training:
-            self.iga_step.set_domains(domain_ids)
+            # Supervised tokens per example: its weight in its domain's token mean.
+            self.iga_step.set_domains(domain_ids, (labels[:, 1:] != IGNORE_INDEX).sum(dim=1))
         use_kd = self.teacher_model is not None and self.args.kd_weight > 0
         if use_kd:  # KD compares full distributions at every position
             outputs = model(**inputs)
@@ -129,6 +153,24 @@ class IGATrainer(Trainer):
         if self.iga_step is not None:
             self.iga_step.apply()
         return super()._clip_grad_norm(model)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # Written with the checkpoint's other state, before trainer_state.json marks the
+        # checkpoint complete: a resumed EMA estimator continues its averages.
+        super()._save_rng_state(output_dir)
+        if self.iga_step is not None and self.args.should_save:
+            torch.save(self.iga_step.state_dict(), Path(output_dir) / IGA_STATE_NAME)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        if self.iga_step is None or checkpoint is None:
+            return
+        path = Path(checkpoint) / IGA_STATE_NAME
+        state = torch.load(path, weights_only=True) if path.is_file() else None
+        try:
+            self.iga_step.load_state_dict(state)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.iga_step is not None and "loss" in logs:

@@ -152,24 +152,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_knobs_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gen.add_argument("--family", required=True, choices=FAMILIES)
+    gen.add_argument(
+        "--family", required=True, choices=FAMILIES, help="which isomer family to generate"
+    )
     gen.add_argument(
         "--domains",
         help="comma-separated domain names (default: "
         + ",".join([*DEFAULT_TRAIN_DOMAINS, *DEFAULT_HELDOUT_DOMAINS])
         + ")",
     )
-    gen.add_argument("--n-sets", type=int, default=100)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--n-sets", type=int, default=100, help="number of isomer sets to write")
+    gen.add_argument(
+        "--seed", type=int, default=0, help="seed of the generator (same seed, same sets)"
+    )
     gen.add_argument("--out", required=True, help="output JSONL file")
-    gen.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE")
+    gen.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a family's difficulty knob (repeatable; the knobs are listed below)",
+    )
     gen.add_argument(
         "--shortcut",
         metavar="auto|DOMAIN=STRENGTH,...",
         help="plant an answer cue; STRENGTH = P(cue is the answer); 'auto' spreads 0.9..0.6 "
         "over the non-held-out domains; domains without a strength get --shortcut-heldout",
     )
-    gen.add_argument("--shortcut-heldout", choices=HELDOUT_MODES, default="reversed")
+    gen.add_argument(
+        "--shortcut-heldout",
+        choices=HELDOUT_MODES,
+        default="reversed",
+        help="what the answer cue does in domains without a --shortcut strength",
+    )
     gen.add_argument(
         "--domains-file",
         action="append",
@@ -180,15 +195,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=_generate)
 
     val = actions.add_parser("validate", help="check JSONL files; exit 1 on any invalid line")
-    val.add_argument("files", nargs="+", metavar="FILE")
+    val.add_argument("files", nargs="+", metavar="FILE", help="isomer JSONL files to check")
     val.add_argument("--max-errors", type=int, default=50, help="errors printed per file")
     val.set_defaults(func=_validate)
 
     show = actions.add_parser("show", help="one set across domains, side by side")
-    show.add_argument("file", metavar="FILE")
+    show.add_argument("file", metavar="FILE", help="isomer JSONL file")
     show.add_argument("--index", type=int, default=0, help="which valid set (0-based)")
     show.add_argument("--set-id", help="pick the set by id instead")
     show.add_argument("--domains", help="comma-separated subset of domains")
-    show.add_argument("--width", type=int, default=shutil.get_terminal_size((140, 24)).columns)
-    show.add_argument("--format", choices=("text", "markdown"), default="text")
+    show.add_argument(
+        "--width",
+        type=int,
+        default=shutil.get_terminal_size((140, 24)).columns,
+        help="text width of the side-by-side view (default: the terminal's)",
+    )
+    show.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="plain text columns or a markdown table",
+    )
     show.set_defaults(func=_show)
