@@ -16,7 +16,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from paper_figures.groups import mean_ci
+from empirical.stats import mean_ci
 from paper_figures.style import FigureSpec, new_figure, save
 
 ESTIMATORS = ("batch", "split", "ema")

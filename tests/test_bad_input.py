@@ -323,7 +323,10 @@ def test_bad_input_gets_a_one_line_message(case, finished_run, tmp_path, capsys,
     with context:
         before = snapshot(w)
         capsys.readouterr()
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own usage errors (a bad choice) exit 2
+            code = exit_.code
         err = capsys.readouterr().err
         after = snapshot(w)
     assert code == 2, (case, err)

@@ -212,7 +212,7 @@ def register(sub) -> None:
     p.add_argument("--variance", default="relative", help="'relative' or 'raw'")
     p.add_argument("--reps", default="20", help="independent draws per point")
     p.add_argument("--steps", default="300", help="full-batch GD steps")
-    p.add_argument("--seed", default="0")
+    p.add_argument("--seed", default="0", help="master seed of the problem draws")
     p.add_argument("--out", type=Path, help="write sweep.csv, sweep.json and sweep.png here")
     p.add_argument("--json", type=Path, help="write the rows to this JSON file")
     p.set_defaults(func=main)

@@ -56,7 +56,7 @@ def add_iga_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(IGAConfig):
         if f.name in _IGA_NOT_FLAGS:
             continue
-        flag = _IGA_FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        flag = iga_flag(f.name)
         default = f.default
         shown = "unset" if default is None else default
         group.add_argument(
@@ -69,13 +69,22 @@ def add_iga_flags(p: argparse.ArgumentParser) -> None:
         )
 
 
+def iga_flag(name: str) -> str:
+    """The ``iga distill`` flag of an ``IGAConfig`` field (``ema_beta`` -> ``--ema-beta``)."""
+    return _IGA_FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
 def iga_config_from_args(args: argparse.Namespace) -> IGAConfig:
+    """The validated IGA config of the parsed flags; an error names the flag, not the field."""
     given = {
         f.name: getattr(args, f"iga_{f.name}")
         for f in fields(IGAConfig)
         if hasattr(args, f"iga_{f.name}")
     }
-    return IGAConfig(**given)
+    try:
+        return IGAConfig(**given)
+    except ValueError as err:  # "IGAConfig.tau must be ..." -> "--tau must be ..."
+        raise ValueError(re.sub(r"IGAConfig\.(\w+)", lambda m: iga_flag(m[1]), str(err))) from err
 
 
 def add_distill_flags(p: argparse.ArgumentParser) -> None:

@@ -198,6 +198,11 @@ def _rebuild_plain(loaded):
     return plain.float()
 
 
+def names_a_folder(spec: str) -> bool:
+    """Whether a ``--student`` / ``--teacher`` value is a plain folder (not a preset or GGUF)."""
+    return spec not in PRESETS and Path(spec).suffix.lower() != ".gguf"
+
+
 def resolve_model_path(spec: str, trust_remote_code: bool = False) -> Path:
     """Folder to load for a ``--student`` / ``--teacher`` value: preset, ``.gguf`` or folder."""
     if spec in PRESETS:

@@ -30,6 +30,7 @@ from iga.core.config import IGAConfig
 from iga.distill import rundir
 from iga.distill.data import IsomerCollator, IsomerDataset, check_unique_sets
 from iga.distill.evaluate import EvalResult, evaluate
+from iga.distill.gguf import names_a_folder
 from iga.distill.pretrain import BaseConfig, load_or_build_base
 from iga.distill.schedule import warmup_steps
 from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora, load_local_model
@@ -267,7 +268,8 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
 
     out = Path(config.out)
     for flag, path in (("--student", config.student), ("--teacher", config.teacher)):
-        if path is not None and not (Path(path) / "config.json").is_file():
+        # A preset or a .gguf file is resolved (and converted) when the student loads.
+        if path is not None and names_a_folder(path) and not (Path(path) / "config.json").is_file():
             raise FileNotFoundError(
                 f"{flag} {path}: not a Hugging Face model folder (no config.json). Pass a local "
                 "folder saved with save_pretrained; nothing is downloaded from a hub."
