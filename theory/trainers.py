@@ -79,15 +79,6 @@ def linear_sample_oracle(problem: LinearShortcut, X: torch.Tensor, y: torch.Tens
     return oracle
 
 
-def linear_population_grads(
-    problem: LinearShortcut, w: torch.Tensor, mu: torch.Tensor
-) -> torch.Tensor:
-    """Per-domain gradients of the population squared risk ``2 (C_k w - c_k)``: -> (K, R, d)."""
-    m = problem.moments(mu)  # C (R, K, d, d), c (R, K, d)
-    g = 2 * ((m.C @ w[:, None, :, None])[..., 0] - m.c)  # (R, K, d)
-    return g.transpose(0, 1)
-
-
 @dataclass
 class LinearRun:
     w: torch.Tensor  # (R, d) final parameters
@@ -206,12 +197,6 @@ def lora_align(aligner: Aligner, G: torch.Tensor, state: LoRAState):
     dB = torch.stack([res.grads[n].B for n in names])  # (R, out, r)
     masks = torch.stack([res.masks[n] for n in names])  # (R, out, in)
     return dA, dB, masks
-
-
-def factor_grad_sq(G_mean: torch.Tensor, state: LoRAState) -> torch.Tensor:
-    """``||grad_(A,B) f||^2`` for the mean effective-weight gradient G_mean (R, out, in) -> (R,)."""
-    g = iga.lora_factor_grads(G_mean, state.B, state.A, state.scale)
-    return g.A.square().sum((-2, -1)) + g.B.square().sum((-2, -1))
 
 
 @dataclass

@@ -35,9 +35,6 @@ class AlignResult:
     grads: dict[str, torch.Tensor | LoRAGrads]
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def mask_means(self) -> dict[str, float]:
-        return {name: float(m.mean()) for name, m in self.masks.items()}
-
 
 def _validate(per_domain: Mapping[str, torch.Tensor], lora: Mapping[str, LoRAFactors]) -> int:
     if not per_domain:

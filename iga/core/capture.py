@@ -121,10 +121,6 @@ class PerDomainGradients:
         if self.enabled:
             self.domain_counts += self.split.counts
 
-    @property
-    def domain_ids_set(self) -> bool:
-        return self.split is not None
-
     def _pop_ids(self, module, args, kwargs):
         if self.domain_key in kwargs:
             kwargs = dict(kwargs)

@@ -118,11 +118,6 @@ class _Entry:
         for g in split.present:
             buf[g].add_(split.rows(dy, g).sum(dim=0).to(buf.dtype), alpha=alpha)  # (out,)
 
-    @property
-    def fired(self) -> bool:
-        """Whether any buffer of this layer received a gradient in the current step."""
-        return len(self.stale) < len(self.buffers)
-
     def written(self) -> dict[str, torch.Tensor]:
         return {key: buf for key, buf in self.buffers.items() if key not in self.stale}
 
