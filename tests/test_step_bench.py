@@ -46,3 +46,26 @@ def test_report_formats_without_memory():
     cfg = BenchConfig(**TINY, rounds=1, warmup=0, methods=["erm", "iga_factor"])
     text = format_report(run_bench(cfg, memory=False))
     assert "iga_factor" in text and "n/a" in text
+
+
+@pytest.mark.parametrize("space", ["full", "factor"])
+def test_a_broken_reference_differs_from_the_step(space):
+    """Companion: the reference fed mis-scaled ``L_k`` (not the per-domain token means)
+    gives other gradients, so the comparison above can fail."""
+    cfg = BenchConfig(**TINY, tau=3.0)
+    grads = {}
+    for name in (f"iga_{space}", f"naive_{space}"):
+        runner = _Runner(cfg, name)
+        runner.opt.step = lambda: None
+        if name.startswith("naive"):
+            terms = runner._loss_terms
+            runner._loss_terms = lambda terms=terms: [(k + 1) * t for k, t in enumerate(terms())]
+        runner.step()
+        grads[name] = torch.cat([p.grad.flatten() for p in runner.params])
+    assert not torch.allclose(grads[f"iga_{space}"], grads[f"naive_{space}"], rtol=1e-3, atol=1e-6)
+
+
+def test_the_reference_is_a_public_name():
+    from iga.bench.reference import KBackwardIGA
+
+    assert _Runner(BenchConfig(**TINY), "naive_full").naive.__class__ is KBackwardIGA

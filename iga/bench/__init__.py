@@ -37,14 +37,13 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from iga.core.aligner import GradientAligner, LoRAFactors
+from iga.bench.reference import KBackwardIGA
 from iga.core.config import IGAConfig
 from iga.core.losses import domain_mean_loss
 from iga.core.step import IGAStep
@@ -154,7 +153,7 @@ class _Runner:
         if name.startswith("iga"):
             self.iga = IGAStep(self.model, _iga_config(cfg, name), cfg.domains)
         elif name.startswith("naive"):
-            self.naive = _Naive(self.model, _iga_config(cfg, name), cfg.domains)
+            self.naive = KBackwardIGA(self.model, _iga_config(cfg, name), cfg.domains)
 
     def _loss(self) -> torch.Tensor:
         per_token = _per_token_loss(self.model, self.tokens)
@@ -184,66 +183,6 @@ class _Runner:
             k * domain_mean_loss(per_token * (self.ids == d)[:, None], None, self.ids, k)
             for d in range(k)
         ]
-
-
-class _Naive:
-    """Per-domain gradients from K backward passes, then the same aligner."""
-
-    def __init__(self, model, config: IGAConfig, num_domains: int) -> None:
-        from peft.tuners.lora import Linear as LoraLinear
-
-        self.config, self.k = config, num_domains
-        self.aligner = GradientAligner(config)
-        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}
-        self.probes: dict[str, torch.Tensor] = {}
-        self._x: dict[str, torch.Tensor] = {}
-        if config.space == "full":
-            for name, m in self.layers.items():
-                self.probes[name] = torch.zeros(m.out_features, m.in_features, requires_grad=True)
-                m.lora_A["default"].register_forward_hook(self._save(name))
-                m.register_forward_hook(self._add(name))
-
-    def _save(self, name: str) -> Callable:
-        def hook(module, args, out):
-            self._x[name] = args[0]
-
-        return hook
-
-    def _add(self, name: str) -> Callable:
-        def hook(module, args, out):
-            return out + F.linear(self._x.pop(name), self.probes[name])  # (B, T, out)
-
-        return hook
-
-    def _leaves(self) -> dict[str, torch.Tensor]:
-        if self.config.space == "full":
-            return dict(self.probes)
-        out = {}
-        for name, m in self.layers.items():
-            out[f"{name}.A"] = m.lora_A["default"].weight
-            out[f"{name}.B"] = m.lora_B["default"].weight
-        return out
-
-    def gradients(self, losses: list[torch.Tensor]) -> None:
-        leaves = self._leaves()
-        per_domain = {key: [] for key in leaves}
-        for k, loss in enumerate(losses):
-            grads = torch.autograd.grad(loss, list(leaves.values()), retain_graph=k < self.k - 1)
-            for key, g in zip(leaves, grads):
-                per_domain[key].append(g)
-        stacked = {key: torch.stack(gs) for key, gs in per_domain.items()}  # (K, *shape)
-        lora = {}
-        if self.config.space == "full":
-            for name, m in self.layers.items():
-                a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
-                lora[name] = LoRAFactors(a.detach(), b.detach(), float(m.scaling["default"]))
-        result = self.aligner(stacked, lora)
-        for name, m in self.layers.items():
-            a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
-            if self.config.space == "full":
-                a.grad, b.grad = result.grads[name].A.clone(), result.grads[name].B.clone()
-            else:
-                a.grad, b.grad = result.grads[f"{name}.A"], result.grads[f"{name}.B"]
 
 
 # ----- measurements ------------------------------------------------------------------------
