@@ -273,6 +273,7 @@ def ablation_rank(emp: Empirical, groups: Groups) -> FigureSpec:
 
 
 def ablation_variants(emp: Empirical, groups: Groups) -> FigureSpec:
+    # Long on purpose (over 50 lines): one figure's layout, panel by panel.
     variants = groups.ablations.get("variant", [])
     defaults = groups.ablations.get("defaults", [])
     if not variants:

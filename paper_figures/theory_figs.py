@@ -123,6 +123,7 @@ _RATE_Y = {  # check -> (average column, bound column, y label)
 
 def convergence(theory: Theory) -> FigureSpec:
     """Per problem: the average over T steps against T (top) and one run's curve (bottom)."""
+    # Long on purpose (over 50 lines): one figure's layout, panel by panel.
     checks = [n for n in theory.names("rate[") if n in _RATE_Y]
     if not checks:
         raise _missing(theory, "rate[linear] or rate[lora]")

@@ -102,6 +102,8 @@ def rate_linear_check(
     half-batches (noise of each ``sqrt(2)`` times larger, their mean as before).
     Over 50 lines: the oracle variants and the CheckResult (the report's fields).
     """
+    # Long on purpose (over 50 lines): one check reads top to bottom: the problem, the runs over the
+    # T grid, the fit, both bounds at every T, and the verdict text.
     problem = make_rate_problem(**problem_kw)
     g = gen(seed, "rate-linear")
     mu = problem.sample_domains(1, s.K, g)[0]  # (K, d_spu): one fixed objective
@@ -226,6 +228,8 @@ def rate_lora_checks(
     Long (about 80 lines) because one run feeds both results: the trace gives the rate,
     L_hat and b_hat, and a callback probes the projection on the largest T.
     """
+    # Long on purpose (over 50 lines): the LoRA rate checks share one set of runs over the T grid;
+    # splitting them would rerun or thread those runs through helpers.
     problem = lora_problem(**{"spu_scale": 0.5, **problem_kw})
     shifts, start_state, W_bar = lora_rate_setup(problem, s.K, seed, start)
     R, scale, rank, Ts = s.reps_lora_rate, start_state.scale, problem.r_inv, list(s.lora_rate_T)

@@ -198,6 +198,8 @@ def regime_checks(s: Settings, seed: int) -> list[Job]:
 
     Over 50 lines because it is one list, one entry per row of THEOREMS.md section 5.
     """
+    # Long on purpose (over 50 lines): a table of regimes, each a few lines of set-up and its
+    # predicted outcome.
     wide = replace(s, k_grid=(4, 8, 16, 32, 64))
     rot = {"rotation": random_rotation(8, seed + 17)}
     # sigma = 16: at sigma = 2 the skewed bias floor stays under the bound up to T = 16384

@@ -227,6 +227,8 @@ def _base_key_in(source: str) -> str | None:
 
 
 def _eval_run(args: argparse.Namespace) -> int:
+    # Long on purpose (over 50 lines): one ordered sequence of checks, each a one-line error, that
+    # all run before the student loads.
     from peft import PeftModel
 
     from iga.distill.evaluate import evaluate

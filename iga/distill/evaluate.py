@@ -151,6 +151,8 @@ def evaluate(
     show_progress: bool = False,
 ) -> EvalResult:
     """Accuracy (overall, per domain, per family, in-domain vs held-out), LCS, consistency."""
+    # Long on purpose (over 50 lines): generation, then one pass that scores every row and groups it
+    # by set, family and domain; the metrics below share those groupings.
     domains = [*train_domains, *heldout_domains]
     rows = [(s, d) for s in sets for d in domains if d in s.isomers]
     if not rows:

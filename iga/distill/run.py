@@ -298,6 +298,9 @@ def distill(config: DistillConfig, resume: bool = False, show_progress: bool = T
 
 
 def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
+    # Long on purpose (over 50 lines): the order (build student, data and trainer; only then write;
+    # train; save; summarise) is what keeps a failed run from touching its folder, and one body
+    # keeps that order visible.
     out = Path(config.out)
     with state.main_process_first():
         sets = load_training_sets(config)  # first: a bad --sets file fails in a moment

@@ -138,6 +138,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``iga isomers {generate,validate,show}``."""
+    # Long on purpose (over 50 lines): argparse declarations of three subcommands, no logic.
     parser = subparsers.add_parser(
         "isomers",
         help="Logical Isomer Sets: generate, validate, show",
