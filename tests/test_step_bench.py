@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from iga.bench import METHODS, BenchConfig, _Runner, format_report, run_bench
+from iga.bench.step import METHODS, BenchConfig, _Runner, format_report, run_bench
 from iga.cli import main
 
 TINY = dict(vocab=64, hidden=16, intermediate=24, layers=1, heads=2, kv_heads=1, seq=8, rank=2)
