@@ -26,13 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from iga.core.config import IGAConfig
 from iga.core.losses import completion_token_losses, domain_mean_loss, supervised_token_losses
 from iga.core.step import IGAStep
+from iga.outputs import OutputPathError, check_output_file
 
 VARIANTS = ("erm_full_logits", "erm", "erm_bf16", "iga_factor", "iga_full")
 K = 4
@@ -197,6 +200,12 @@ def _main(args: argparse.Namespace) -> int:
             f"iga bench student: error: --methods from {VARIANTS} (got unknown {unknown}), "
             "--rounds >= 1 and --sets >= 1."
         )
+    if args.json:
+        try:  # before minutes of timing, not after (as `iga bench step`)
+            check_output_file(Path(args.json), "--json")
+        except OutputPathError as err:
+            print(f"iga bench student: error: {err}", file=sys.stderr)
+            return 2
     report = run(args)
     print(json.dumps(report["median_seconds"], indent=1))
     print(json.dumps({k: report[k] for k in ("ratio_to_erm", "loss_rel_diff_vs_full_logits")}))
