@@ -27,10 +27,11 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from iga.core.config import IGAConfig
-from iga.distill.data import IsomerCollator, IsomerDataset
 from iga.distill.evaluate import evaluate
 from iga.distill.run import (
     DistillConfig,
+    build_trainer,
+    checkpoint_step,
     load_student,
     load_training_sets,
     newest_checkpoint,
@@ -196,30 +197,27 @@ def main(argv: list[str] | None = None) -> int:
     if saved.is_file() and not _same_curve(json.loads(saved.read_text()), wanted, config):
         print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
         return 2
-    from iga.distill.trainer import IGATrainer
-
     model, tokenizer, source = load_student(config)
-    dataset = IsomerDataset(
-        load_training_sets(config), config.train_domains, tokenizer, config.max_length
-    )
+    sets = load_training_sets(config)
     val, held = validation_sets(config, a.n_val_sets, a.n_heldout_sets)
     args = training_arguments(config)
     args.logging_steps = 10
     args.disable_tqdm = True
-    trainer = IGATrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=IsomerCollator(tokenizer.pad_token_id),
-        num_domains=len(config.train_domains),
-    )
+    trainer = build_trainer(config, model, tokenizer, sets, args)
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(wanted, indent=2))
     trainer.add_callback(
         CurveRecorder(out, tokenizer, config, val, held, a.eval_every, a.eval_at, a.eval_batch)
     )
     checkpoint = newest_checkpoint(Path(config.out))
-    print(f"student {source}; train sets {len(dataset)}; resume from {checkpoint}", flush=True)
+    if checkpoint is not None and checkpoint_step(checkpoint) >= config.steps:
+        # HF's Trainer resumed at max_steps would train one step more.
+        print(f"{out}: finished ({config.steps} steps); nothing to do.", flush=True)
+        return 0
+    print(
+        f"student {source}; train sets {len(trainer.train_dataset)}; resume from {checkpoint}",
+        flush=True,
+    )
     trainer.train(resume_from_checkpoint=checkpoint)
     return 0
 

@@ -236,6 +236,25 @@ def test_item_8_summary_after_resume_reports_the_whole_run(uninterrupted, interr
     assert resumed["seconds_per_step"] == pytest.approx(resumed["train_seconds"] / 4)
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_without_an_extra_step(
+    uninterrupted, tmp_path
+):
+    # Killed between checkpoint-4 (the last step) and its adapter and summary: HF's
+    # Trainer resumed at max_steps would train step 5; the run must end as it would have.
+    config, full = uninterrupted
+    out = tmp_path / "killed-at-the-end"
+    shutil.copytree(config.out, out)
+    shutil.rmtree(out / "adapter")
+    (out / "summary.json").unlink()
+    resumed = distill(replace(config, out=str(out)), resume=True, show_progress=False)
+    assert resumed["steps"] == 4 and resumed["session_steps"] == 0
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], rel=1e-6)
+    assert not (out / "checkpoint-5").exists()
+    adapter = "adapter/adapter_model.safetensors"
+    a, b = load_file(Path(config.out) / adapter), load_file(out / adapter)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_on_the_command_line_takes_the_stored_flags(interrupted, capsys):
     # `iga distill --resume --out RUN` continues RUN as it was started (its tiny base and
     # sizes are not the defaults), and a second --resume is then a no-op that says so.

@@ -250,6 +250,34 @@ def training_arguments(config: DistillConfig):
     )
 
 
+def build_trainer(
+    config: DistillConfig,
+    model,
+    tokenizer,
+    sets: list,
+    args=None,
+    teacher_model=None,
+    callbacks: list | None = None,
+    trainer_cls=None,
+):
+    """The trainer of one run: ``config``'s training domains and sequence length over
+    ``sets``, the isomer collator, ``args`` (default ``training_arguments(config)``).
+    ``iga distill`` and the learning curves (``scripts/learning_curve.py``) both build
+    theirs here, so a curve trains exactly as the run it stands for."""
+    from iga.distill.trainer import IGATrainer
+
+    trainer_cls = trainer_cls or IGATrainer
+    return trainer_cls(
+        model=model,
+        args=args if args is not None else training_arguments(config),
+        train_dataset=IsomerDataset(sets, config.train_domains, tokenizer, config.max_length),
+        data_collator=IsomerCollator(tokenizer.pad_token_id),
+        num_domains=len(config.train_domains),
+        teacher_model=teacher_model,
+        callbacks=callbacks,
+    )
+
+
 def _note(text: str) -> None:
     print(f"iga distill: note: {text}", file=sys.stderr)
 
@@ -322,26 +350,22 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
                 out / "teacher_cache.jsonl",
                 trust_remote_code=config.trust_remote_code,
             )
-    dataset = IsomerDataset(sets, config.train_domains, tokenizer, config.max_length)
     from iga.distill.runclock import RunClock
 
     clock = RunClock(RunClock.stored_seconds(checkpoint))
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=IsomerCollator(tokenizer.pad_token_id),
-        num_domains=len(config.train_domains),
-        teacher_model=teacher_model,
-        callbacks=[clock],
+    trainer = build_trainer(
+        config, model, tokenizer, sets, args, teacher_model, [clock], trainer_cls
     )
     # Only now, with the student, data and trainer built, is anything written to `out`,
     # so a bad flag on --resume cannot clobber a run's files.
     if state.is_main_process:
         rundir.write_atomic(out / rundir.CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
     start = time.perf_counter()
-    start_step = _checkpoint_step(checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    start_step = checkpoint_step(checkpoint)
+    if start_step >= config.steps:
+        session_loss = _restore_final_checkpoint(trainer, checkpoint)
+    else:
+        session_loss = trainer.train(resume_from_checkpoint=checkpoint).training_loss
     session = time.perf_counter() - start
     if state.is_main_process:
         model.save_pretrained(out / "adapter", safe_serialization=True)
@@ -352,11 +376,11 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
         "method": config.method,
         "student": source,
         "base_key": config.base.key() if config.student is None else None,
-        "train_sets": len(dataset),
+        "train_sets": len(trainer.train_dataset),
         "steps": steps,
         # Over the whole run, also after a resume (rundir.whole_run_loss, RunClock).
         "train_loss": rundir.whole_run_loss(
-            trainer.state.log_history, start_step, result.training_loss, steps
+            trainer.state.log_history, start_step, session_loss, steps
         ),
         "final_loss": next(
             (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
@@ -385,7 +409,21 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
     return summary
 
 
-def _checkpoint_step(checkpoint: str | None) -> int:
+def _restore_final_checkpoint(trainer, checkpoint: str) -> float:
+    """Load a checkpoint that already holds the run's last step, without training.
+
+    A run killed after its final checkpoint but before its summary resumes here: HF's
+    ``Trainer.train`` resumed at ``max_steps`` runs one step more (transformers 5.24:
+    the stop check follows the step), so the run would end at ``steps + 1``. Returns
+    this session's mean loss, 0 (it trained no step)."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)  # the adapter weights (peft-aware)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return 0.0
+
+
+def checkpoint_step(checkpoint: str | None) -> int:
     if checkpoint is None:
         return 0
     return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
