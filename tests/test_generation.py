@@ -141,16 +141,17 @@ def test_answer_line_stop_marks_only_finished_rows():
     assert stop(torch.cat([prompt, batch], dim=1), None).tolist() == [True, False]
 
 
-def test_pooled_prompt_representations_do_not_depend_on_the_head():
-    """The pooling forward keeps one logit per row; the hidden states it pools are the ones
-    of a full-logit forward (the LCS representations are unchanged)."""
-    from iga.distill.evaluate import _last_logit_only
-
+def test_pooled_prompt_representations_are_those_of_a_plain_forward():
+    """The pooled representations come from generation's prefill (one logit per row, no
+    second forward over the prompts); they equal a plain full-logit forward's hidden
+    states, so the LCS representations are unchanged."""
     scripted, tokenizer = scripted_model()
     with seeded(1):
         model = LlamaForCausalLM(scripted.config).eval()
-    assert _last_logit_only(model) == {"logits_to_keep": 1}
+    calls = []
+    model.register_forward_hook(lambda m, args, kwargs, out: calls.append(1), with_kwargs=True)
     _, pooled = generate_and_pool(model, tokenizer, PROMPTS, 2, 4, stop_at_answer=False)
+    assert len(calls) == 2  # prefill and one decoding step (max_new_tokens=2), nothing more
     enc = tokenizer(
         [tokenizer.bos_token + p + "\n" for p in PROMPTS],
         return_tensors="pt",

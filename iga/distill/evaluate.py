@@ -80,16 +80,6 @@ class AnswerLineStop:
         return self.done.clone()  # (b,)
 
 
-def _last_logit_only(model) -> dict:
-    """``logits_to_keep=1`` where the model takes it: the pooling forward needs hidden states,
-    not a vocabulary-wide head over every prompt position (the same hidden states)."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    accepted = inspect.signature(base.forward).parameters
-    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-
-
 def _batches(items: Sequence, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -110,6 +100,8 @@ def generate_and_pool(
     ``stop_at_answer`` ends each sequence after its first complete ``Answer:`` line
     (same answers as full-length generation; tests/test_generation.py).
     """
+    from transformers import StoppingCriteriaList
+
     tokenizer.padding_side = "left"
     texts, pooled = [], []
     for chunk in _batches(list(prompts), batch_size):
@@ -119,14 +111,7 @@ def generate_and_pool(
             padding=True,
             add_special_tokens=False,
         ).to(model.device)
-        if pool:
-            hidden = model(**enc, **_last_logit_only(model), output_hidden_states=True)
-            hidden = hidden.hidden_states[-1]  # (b, T, d)
-            mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
-            pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
         width = enc.input_ids.shape[1]
-        from transformers import StoppingCriteriaList
-
         stop = StoppingCriteriaList([AnswerLineStop(tokenizer, width)] if stop_at_answer else [])
         out = model.generate(
             **enc,
@@ -135,8 +120,17 @@ def generate_and_pool(
             stopping_criteria=stop,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            # The prefill's hidden states are the pooled representations: no second
+            # forward over the prompts (on a 135 M student the prompts' forward is most
+            # of an evaluation's time).
+            output_hidden_states=pool,
+            return_dict_in_generate=True,
         )
-        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        if pool:
+            hidden = out.hidden_states[0][-1]  # (b, T, d): the prefill, last layer
+            mask = enc.attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, T, 1)
+            pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())  # (b, d)
+        texts += tokenizer.batch_decode(out.sequences[:, width:], skip_special_tokens=True)
     return texts, (torch.cat(pooled) if pool else None)
 
 
