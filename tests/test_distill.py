@@ -77,6 +77,8 @@ def test_tiny_distillation_improves_loss(tmp_path, method):
     config = DistillConfig(method=method, out=str(tmp_path / method), **TINY)
     summary = distill(config, show_progress=False)
     assert summary["steps"] == 12
+    # space="auto" (the default) is full space for the tiny student; ERM has no IGA step.
+    assert summary.get("iga_space") == ("full" if method == "iga" else None)
     before = _training_loss(config, None)
     after = _training_loss(config, tmp_path / method / "adapter")
     assert after < before - 0.02, (before, after)

@@ -259,3 +259,30 @@ def test_apply_is_idempotent_within_a_step():
     grads = [p.grad.clone() for p in iga.capture.parameters()]
     assert iga.apply() is first
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, iga.capture.parameters()))
+
+
+# ----------------------------------------------------------------------------- space="auto"
+def test_auto_space_is_full_while_its_buffers_fit_and_factor_beyond(monkeypatch):
+    import iga.core.step as step_module
+    from iga.core.step import full_space_floats, resolve_space
+
+    model = lora_mlp(d_in=5, d_hidden=6)  # LoRA on up (6 x 5) and mid (6 x 6)
+    assert full_space_floats(model, K) == K * (6 * 5 + 6 * 6)
+    assert full_space_floats(model, K, halves=True) == 2 * K * (6 * 5 + 6 * 6)
+    assert IGAConfig().space == "auto"
+    step = IGAStep(model, IGAConfig(), num_domains=K)
+    assert step.config.space == step.capture.space == "full"  # 792 bytes: fits
+    step.capture.remove()
+    # One byte short of the batch estimator's buffers: factor space.
+    monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 4 * K * 66 - 1)
+    assert resolve_space(IGAConfig(), model, K) == "factor"
+    step = IGAStep(model, IGAConfig(), num_domains=K)
+    assert step.config.space == step.capture.space == "factor"
+    step.capture.remove()
+    # Exactly the batch estimator's buffers fit; split's two halves per domain do not.
+    monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 4 * K * 66)
+    assert resolve_space(IGAConfig(), model, K) == "full"
+    assert resolve_space(IGAConfig(estimator="split"), model, K) == "factor"
+    # An explicit space is never overridden.
+    monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 0)
+    assert resolve_space(IGAConfig(space="full"), model, K) == "full"

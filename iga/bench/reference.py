@@ -4,12 +4,14 @@ per-domain gradients by K backward passes (docs/design.md, section 3)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from iga.core.aligner import GradientAligner, LoRAFactors
 from iga.core.config import IGAConfig
+from iga.core.step import resolve_space
 
 
 class KBackwardIGA:
@@ -27,6 +29,7 @@ class KBackwardIGA:
     def __init__(self, model, config: IGAConfig, num_domains: int) -> None:
         from peft.tuners.lora import Linear as LoraLinear
 
+        config = replace(config, space=resolve_space(config, model, num_domains))
         self.config, self.k = config, num_domains
         self.aligner = GradientAligner(config)
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}

@@ -34,7 +34,7 @@ import torch
 
 from iga.core.config import IGAConfig
 from iga.core.losses import completion_token_losses, domain_mean_loss, supervised_token_losses
-from iga.core.step import IGAStep
+from iga.core.step import IGAStep, full_space_floats
 from iga.outputs import OutputPathError, check_output_file
 
 VARIANTS = ("erm_full_logits", "erm", "erm_bf16", "iga_factor", "iga_full")
@@ -103,16 +103,6 @@ def _progress(message: str) -> None:
     import sys
 
     print(f"[bench student] {message}", file=sys.stderr, flush=True)
-
-
-def full_space_floats(model) -> int:
-    """K x sum of out x in over the LoRA-adapted weights: full space's per-domain gradients."""
-    total = 0
-    for module in model.modules():
-        if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
-            w = module.base_layer.weight
-            total += w.shape[0] * w.shape[1]
-    return K * total
 
 
 def time_eval(student: str, adapter: str | None, n_prompts: int, batch_size: int) -> dict:
@@ -185,7 +175,7 @@ def run(args: argparse.Namespace) -> dict:
             n: abs(first[n][0] - ref_loss) / abs(ref_loss) for n in first
         },
         "grad_cosine_vs_full_logits": {n: _cosine(first[n][1], ref_grad) for n in first},
-        "full_space_floats": full_space_floats(next(iter(variants.values())).model),
+        "full_space_floats": full_space_floats(next(iter(variants.values())).model, K),
     }
     del variants
     if args.eval_prompts:

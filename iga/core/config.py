@@ -10,7 +10,7 @@ from iga.core import configio
 
 VARIANCE_KINDS = ("raw", "relative")
 PROJECTIONS = ("svd", "tangent", "none")
-SPACES = ("full", "factor")
+SPACES = ("auto", "full", "factor")  # "auto": iga.core.step.resolve_space
 SVD_METHODS = ("auto", "exact", "randomized")
 MASK_TARGETS = ("gradient", "update")
 ESTIMATORS = ("batch", "split", "ema")
@@ -57,10 +57,11 @@ class IGAConfig:
         metadata={"help": "Rank of the SVD projection; unset uses each LoRA layer's rank."},
     )
     space: str = field(
-        default="full",
+        default="auto",
         metadata={
             "help": "Where per-domain gradients are taken: 'full' (the effective weight "
-            "s B A, out x in) or 'factor' (A and B; cheaper, no full-size matrices).",
+            "s B A, out x in), 'factor' (A and B; cheaper, no full-size matrices) or "
+            "'auto' (full while its per-domain buffers fit in 256 MiB, else factor).",
             "choices": SPACES,
         },
     )

@@ -255,6 +255,8 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
         "kd_weight": config.kd_weight,
         "resumed_from": checkpoint,
     }
+    if getattr(trainer, "iga_step", None) is not None:  # "auto" made concrete for this student
+        summary["iga_space"] = trainer.iga_step.config.space
     if not state.is_main_process:
         return summary
     if config.evaluate:
