@@ -64,8 +64,14 @@ class DistillConfig:
     lora_targets: tuple[str, ...] = _flag(DEFAULT_LORA_TARGETS, "module names LoRA adapts")
     iga: IGAConfig = field(default_factory=IGAConfig)
     kd_weight: float = _flag(0.0, "weight of token-level KD against --teacher, in [0, 1]")
-    student: str | None = _flag(None, "local Hugging Face model folder (default: built-in student)")
-    teacher: str | None = _flag(None, "local Hugging Face model folder writing the rationales")
+    student: str | None = _flag(
+        None,
+        "local Hugging Face model folder, .gguf file or preset 'smollm2-135m' "
+        "(default: the built-in student)",
+    )
+    teacher: str | None = _flag(
+        None, "local Hugging Face model folder, .gguf file or preset writing the rationales"
+    )
     trust_remote_code: bool = _flag(False, "allow a model's own code")
     save_steps: int = _flag(100, "steps between checkpoints (--resume continues from the last)")
     max_length: int = _flag(256, "tokens per example (prompt and rationale)")
