@@ -1,8 +1,9 @@
 """Issue 14's ablation: the estimator of V (batch, split, ema) across K, and tau for split.
 
-``python -m paper_figures.estimator_figs --records results/empirical/estimator --out figures``
-writes ``estimator_ablation.md`` (the table) and ``estimator_vs_k.png`` (mask mean and
-OOD accuracy vs K per estimator) from the records of ``iga experiments run --suite
+``python -m paper_figures.estimator_figs --records results/empirical/estimator --out
+figures --readme README.md`` writes ``estimator_ablation.md`` (the table, also pasted
+into the README's estimator-table block) and ``estimator_vs_k.png`` (mask mean and OOD
+accuracy vs K per estimator) from the records of ``iga experiments run --suite
 estimator``. The mask mean of a run is the mean of its logged ``mask_mean`` over the
 second half of training; its pure-noise reference is ``exp(-tau (K - 1) / K)``. Every
 cell is a mean over seeds with its 95% Student-t half-width; selection reads the
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from empirical.stats import mean_ci
+from paper_figures.readme import paste_table
 from paper_figures.style import FigureSpec, new_figure, save
 
 ESTIMATORS = ("batch", "split", "ema")
@@ -156,9 +159,25 @@ def main(argv: list[str] | None = None) -> int:
         "--records", type=Path, default=Path("results/empirical/estimator"), help="suite folder"
     )
     p.add_argument("--out", type=Path, default=Path("figures"), help="where the files go")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        help="also paste the table into this file's estimator-table block (e.g. README.md)",
+    )
     args = p.parse_args(argv)
-    for path in build(args.records, args.out):
+    if args.readme is not None and not args.readme.is_file():
+        print(f"error: --readme {args.readme}: no such file.", file=sys.stderr)
+        return 2
+    paths = build(args.records, args.out)
+    for path in paths:
         print(path)
+    if args.readme is not None:
+        try:
+            changed = paste_table(args.readme, paths[0].read_text(), "estimator-table")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{args.readme}: estimator table {'updated' if changed else 'already current'}")
     return 0
 
 

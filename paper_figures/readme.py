@@ -1,38 +1,52 @@
-"""Keep the project README's copy of the main table equal to the built one.
+"""Keep the project README's copies of built tables equal to the built ones.
 
-The README shows ``figures/main_table.md`` between two marker comments;
-``python -m paper_figures --out figures --readme README.md`` pastes the freshly
-built table there, and a test fails when the two differ.
+The README shows each table between two marker comments, ``<!-- NAME:start -->`` and
+``<!-- NAME:end -->``: ``main-table`` (``figures/main_table.md``, pasted by ``python -m
+paper_figures --out figures --readme README.md``), ``estimator-table``
+(``paper_figures.estimator_figs --readme``) and ``curve-table``
+(``paper_figures.curve_figs --readme``). Tests fail when a copy differs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-START = "<!-- main-table:start -->\n"
-END = "\n<!-- main-table:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """(start, end) marker lines of block ``name``."""
+    return f"<!-- {name}:start -->\n", f"\n<!-- {name}:end -->"
 
 
-def shown_table(text: str, where: str = "README") -> str:
+START, END = markers("main-table")
+
+
+def shown_table(text: str, where: str = "README", name: str = "main-table") -> str:
     """The table between the markers of ``text``; a clear error when a marker is missing."""
-    if START not in text or END not in text.split(START, 1)[1]:
+    start, end = markers(name)
+    if start not in text or end not in text.split(start, 1)[1]:
         raise ValueError(
-            f"{where} has no main-table block: put the line {START.strip()!r} before the "
-            f"table and {END.strip()!r} after it."
+            f"{where} has no {name} block: put the line {start.strip()!r} before the "
+            f"table and {end.strip()!r} after it."
         )
-    return text.split(START, 1)[1].split(END, 1)[0].strip()
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
 
 
-def paste_main_table(readme: Path, table_markdown: str) -> bool:
-    """Replace the block between the markers of ``readme`` by ``table_markdown``.
+def paste_table(readme: Path, table_markdown: str, name: str) -> bool:
+    """Replace the block ``name`` of ``readme`` by ``table_markdown``.
 
     Returns whether the file changed. Nothing is written when a marker is missing.
     """
+    start, end = markers(name)
     text = readme.read_text()
-    old = shown_table(text, str(readme))
+    old = shown_table(text, str(readme), name)
     new = table_markdown.strip()
     if old == new:
         return False
-    head, rest = text.split(START, 1)
-    readme.write_text(head + START + new + END + rest.split(END, 1)[1])
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + new + end + rest.split(end, 1)[1])
     return True
+
+
+def paste_main_table(readme: Path, table_markdown: str) -> bool:
+    """``paste_table`` for the main table."""
+    return paste_table(readme, table_markdown, "main-table")
