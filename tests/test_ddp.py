@@ -22,8 +22,10 @@ from tests.test_capture_models import lora_mlp, mse_per_token
 
 K, PER_DOMAIN, TOKENS, STEPS, ACCUM, WORLD = 3, 2, 3, 3, 2, 2
 CONFIGS = {
-    "full": IGAConfig(tau=5.0, space="full", projection="svd", rank=1),
-    "factor": IGAConfig(tau=5.0, space="factor", mask_target="update", variance="raw"),
+    "full": IGAConfig(tau=5.0, space="full", projection="svd", rank=1, estimator="batch"),
+    "factor": IGAConfig(
+        tau=5.0, space="factor", mask_target="update", variance="raw", estimator="batch"
+    ),
     # The EMA is updated from the all-reduced G_k: identical to one process.
     "ema": IGAConfig(tau=5.0, space="factor", estimator="ema", ema_beta=0.5),
     # Each rank cuts its own examples into halves, so the halves (and V) differ from one

@@ -134,7 +134,9 @@ def test_identical_domains_give_the_erm_update(log_tau, variance, case, mask_tar
 
 def test_update_space_mask_scales_the_optimizer_step():
     """p_new = p_old + M * (AdamW step on the unmasked mean gradient), over 3 steps."""
-    config = IGAConfig(tau=3.0, projection="none", space="factor", mask_target="update")
+    config = IGAConfig(
+        tau=3.0, projection="none", space="factor", mask_target="update", estimator="batch"
+    )
     model, twin = lora_mlp(seed=0), lora_mlp(seed=0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     twin_params = {n: p for n, p in twin.named_parameters() if p.requires_grad}
@@ -270,18 +272,19 @@ def test_auto_space_is_full_while_its_buffers_fit_and_factor_beyond(monkeypatch)
     assert full_space_floats(model, K) == K * (6 * 5 + 6 * 6)
     assert full_space_floats(model, K, halves=True) == 2 * K * (6 * 5 + 6 * 6)
     assert IGAConfig().space == "auto"
+    batch = IGAConfig(estimator="batch")
     step = IGAStep(model, IGAConfig(), num_domains=K)
-    assert step.config.space == step.capture.space == "full"  # 792 bytes: fits
+    assert step.config.space == step.capture.space == "full"  # 1,584 bytes: fits
     step.capture.remove()
     # One byte short of the batch estimator's buffers: factor space.
     monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 4 * K * 66 - 1)
-    assert resolve_space(IGAConfig(), model, K) == "factor"
-    step = IGAStep(model, IGAConfig(), num_domains=K)
+    assert resolve_space(batch, model, K) == "factor"
+    step = IGAStep(model, batch, num_domains=K)
     assert step.config.space == step.capture.space == "factor"
     step.capture.remove()
     # Exactly the batch estimator's buffers fit; split's two halves per domain do not.
     monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 4 * K * 66)
-    assert resolve_space(IGAConfig(), model, K) == "full"
+    assert resolve_space(batch, model, K) == "full"
     assert resolve_space(IGAConfig(estimator="split"), model, K) == "factor"
     # An explicit space is never overridden.
     monkeypatch.setattr(step_module, "FULL_SPACE_AUTO_BYTES", 0)

@@ -66,7 +66,7 @@ def _plain_loop(config: IGAConfig) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("space,mask_target", [("full", "gradient"), ("factor", "update")])
 def test_trainer_callback_matches_the_plain_loop(tmp_path, space, mask_target):
-    config = IGAConfig(tau=5.0, space=space, mask_target=mask_target)
+    config = IGAConfig(tau=5.0, space=space, mask_target=mask_target, estimator="batch")
     model = tiny_llama(seed=0)
     iga = IGAStep(model, config, K)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -104,7 +104,8 @@ def test_trainer_callback_matches_the_plain_loop(tmp_path, space, mask_target):
 def test_plain_trainer_with_domain_key_and_the_model_loss(tmp_path):
     """No Trainer subclass: ids ride in the batch, the pre-hook pops them before forward."""
     model = tiny_llama(seed=1)
-    iga = IGAStep(model, IGAConfig(tau=5.0, space="factor"), K, domain_key="domain_ids")
+    config = IGAConfig(tau=5.0, space="factor", estimator="batch")
+    iga = IGAStep(model, config, K, domain_key="domain_ids")
     rows = [dict(r, labels=r["input_ids"]) for r in _dataset()]
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     args = transformers.TrainingArguments(

@@ -82,7 +82,7 @@ def test_igastep_on_a_peft_lora_layer_matches_the_reference():
         out = base(x[ids == k]) + x[ids == k] @ dW.T
         ((out - y[ids == k]).square().sum(-1).mean()).backward(inputs=[dW])
         per_domain.append(dW.grad)
-    config = iga.IGAConfig(tau=2.0, variance="relative", svd_method="exact")
+    config = iga.IGAConfig(tau=2.0, variance="relative", svd_method="exact", estimator="batch")
     dA, dB, _ = reference_lora_step(
         torch.stack(per_domain).numpy(),
         A.detach().numpy(),

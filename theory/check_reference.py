@@ -46,6 +46,7 @@ def random_lora_problem(g: torch.Generator, i: int) -> dict:
         svd_method="exact",
         mask_floor=(0.0, 0.1)[(i // 2) % 2],
         eps=1e-12,
+        estimator="batch",  # the reference implements the minibatch V of the equations
     )
     # Shared part + domain part, so masks spread over (0, 1) rather than sit at 0 or 1.
     shared = torch.randn((1, out, inp), generator=g, dtype=DTYPE)
