@@ -75,7 +75,7 @@ def full_space_floats(model: nn.Module, num_domains: int, halves: bool = False) 
 
 
 def resolve_space(config: IGAConfig, model: nn.Module, num_domains: int) -> str:
-    """``config.space``, with ``"auto"`` made concrete (docs/design.md section 3).
+    """``config.space``, with ``"auto"`` made concrete (docs/design.md section 2).
 
     Full space is the paper's formulation (the projection acts on the effective weight's
     gradient, out x in); its buffers grow as K x out x in per adapted layer, so a
