@@ -79,19 +79,13 @@ def main(args: argparse.Namespace) -> int:
 
 def _paste(result, readme: Path) -> bool:
     """Paste the built main table into ``readme``; False (with the reason) if it cannot."""
-    from paper_figures.readme import paste_main_table
+    from paper_figures.readme import paste_and_report
 
     table = next((t for t in result.tables if t.name == "main_table"), None)
     if table is None:
         print(f"note: no main table was built, {readme} left as it is")
         return True
-    try:
-        changed = paste_main_table(readme, table.markdown())
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return False
-    print(f"{readme}: main table {'updated' if changed else 'already current'}")
-    return True
+    return paste_and_report(readme, table.markdown(), "main-table", "main table")
 
 
 def register(subparsers) -> None:

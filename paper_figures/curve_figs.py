@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from paper_figures.readme import paste_table
+from paper_figures.readme import paste_and_report
 from paper_figures.style import FigureSpec, new_figure, save
 
 FAMILY_COLORS = {
@@ -189,12 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(path)
     if args.readme is not None:
-        try:
-            changed = paste_table(args.readme, paths[0].read_text(), "curve-table")
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
+        if not paste_and_report(args.readme, paths[0].read_text(), "curve-table", "curve table"):
             return 2
-        print(f"{args.readme}: curve table {'updated' if changed else 'already current'}")
     return 0
 
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from empirical.stats import mean_ci
-from paper_figures.readme import paste_table
+from paper_figures.readme import paste_and_report
 from paper_figures.style import FigureSpec, new_figure, save
 
 ESTIMATORS = ("batch", "split", "ema")
@@ -172,12 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(path)
     if args.readme is not None:
-        try:
-            changed = paste_table(args.readme, paths[0].read_text(), "estimator-table")
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
+        md = paths[0].read_text()
+        if not paste_and_report(args.readme, md, "estimator-table", "estimator table"):
             return 2
-        print(f"{args.readme}: estimator table {'updated' if changed else 'already current'}")
     return 0
 
 

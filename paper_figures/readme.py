@@ -9,6 +9,7 @@ paper_figures --out figures --readme README.md``), ``estimator-table``
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -44,6 +45,19 @@ def paste_table(readme: Path, table_markdown: str, name: str) -> bool:
         return False
     head, rest = text.split(start, 1)
     readme.write_text(head + start + new + end + rest.split(end, 1)[1])
+    return True
+
+
+def paste_and_report(readme: Path, table_markdown: str, name: str, label: str) -> bool:
+    """``paste_table`` for a command line: prints ``README: <label> updated`` (or
+    ``already current``); on a missing file or marker prints the error to stderr and
+    returns False, leaving ``readme`` as it was."""
+    try:
+        changed = paste_table(readme, table_markdown, name)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    print(f"{readme}: {label} {'updated' if changed else 'already current'}")
     return True
 
 
