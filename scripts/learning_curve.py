@@ -8,7 +8,14 @@ and test sets) plus ``--n-heldout-sets`` per family in each held-out domain. Eac
 evaluation point appends one JSON line to ``<out>/curve.jsonl`` (its completions go
 to ``<out>/evals/step-<n>.json``); checkpoints go to ``<out>/ckpt`` every
 ``--eval-every`` steps, and rerunning the same command resumes from the newest one,
-skipping evaluation points already recorded.
+skipping evaluation points already recorded. The adapter of every evaluation point is
+kept in ``<out>/adapters/step-<n>`` (the checkpoints rotate), so that any point can be
+scored later on the run's test sets, the split ``iga distill`` reports on:
+
+    PYTHONPATH=$PWD python scripts/learning_curve.py --name erm-r16-lr5e-4 --test-at 700
+
+writes ``<out>/test/step-700/{summary,eval}.json`` in the formats of ``iga distill``
+(accuracy in and out of domain, per family, LCS, answer consistency, every completion).
 
     PYTHONPATH=$PWD python scripts/learning_curve.py --name erm-r16-lr5e-4 \\
         --student smollm2-135m --method erm --lora-rank 16 --lr 5e-4 --batch-sets 4
@@ -19,9 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -32,10 +40,13 @@ from iga.distill.run import (
     DistillConfig,
     build_trainer,
     checkpoint_step,
+    evaluate_run,
     load_student,
+    load_student_base,
     load_training_sets,
     newest_checkpoint,
     training_arguments,
+    write_eval,
 )
 from iga.isomers import FAMILIES, generate_sets
 
@@ -91,6 +102,12 @@ class CurveRecorder(TrainerCallback):
             control.should_save = True  # a checkpoint at every evaluation point
             self.step_clock = (step, time.perf_counter())
 
+    def on_save(self, args, state, control, **kwargs):
+        """Keep this checkpoint's adapter (a few MB) before ``save_total_limit`` drops it."""
+        step = state.global_step
+        if step in self.done:
+            keep_adapter(Path(args.output_dir) / f"checkpoint-{step}", self.out, step)
+
     def record(self, model, state, train_seconds: float) -> None:
         t0 = time.perf_counter()
         cfg = self.config
@@ -129,6 +146,93 @@ class CurveRecorder(TrainerCallback):
         print(json.dumps(row), flush=True)
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "trainer_state.json")
+
+
+def keep_adapter(checkpoint: Path, out: Path, step: int) -> Path:
+    """Copy a checkpoint's adapter to ``out/adapters/step-<step>`` (atomically: a kill
+    mid-copy leaves no half folder under the final name)."""
+    final = out / "adapters" / f"step-{step}"
+    if (final / "adapter_model.safetensors").is_file():
+        return final
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ADAPTER_FILES:
+        shutil.copy2(checkpoint / name, tmp / name)
+    tmp.rename(final)
+    return final
+
+
+def find_adapter(out: Path, step: int) -> Path:
+    for folder in (out / "adapters" / f"step-{step}", out / "ckpt" / f"checkpoint-{step}"):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    names = [p.name for p in (out / "adapters").glob("step-*")] + [
+        p.name for p in (out / "ckpt").glob("checkpoint-*")
+    ]
+    kept = sorted({int(n.split("-")[1]) for n in names if n.split("-")[1].isdigit()})
+    raise FileNotFoundError(
+        f"--test-at {step}: {out} keeps no adapter of step {step} (kept steps: "
+        f"{kept or 'none'}); choose one of those or rerun the curve to that step."
+    )
+
+
+def train_seconds_to(rows: list[dict], step: int) -> float:
+    """Training time up to ``step`` from the curve's records: each record's mean s/step
+    over the steps since the record before it (evaluation time excluded)."""
+    total, previous = 0.0, 0
+    for row in sorted(rows, key=lambda r: r["step"]):
+        if row["step"] > step:
+            break
+        total += row["seconds_per_step"] * (row["step"] - previous)
+        previous = row["step"]
+    return total
+
+
+def load_point(config: DistillConfig, adapter: Path):
+    """(student with the kept adapter, tokenizer), in eval mode."""
+    from peft import PeftModel
+
+    base, tokenizer = load_student_base(config)
+    return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
+
+
+def test_at(out: Path, config: DistillConfig, step: int, batch_size: int) -> int:
+    """Score the adapter kept at ``step`` on the run's test sets (``load_eval_sets``):
+    ``iga distill``'s evaluation, written as ``out/test/step-<n>/{summary,eval}.json``."""
+    rows = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line]
+    if step not in {r["step"] for r in rows}:
+        raise FileNotFoundError(f"--test-at {step}: {out}/curve.jsonl has no point at step {step}.")
+    adapter = find_adapter(out, step)
+    dest = out / "test" / f"step-{step}"
+    model, tokenizer = load_point(config, adapter)
+    t0 = time.perf_counter()
+    ev = evaluate_run(model, tokenizer, config, batch_size=batch_size)
+    seconds = train_seconds_to(rows, step)
+    summary = {
+        "method": config.method,
+        "student": config.student,
+        "steps": step,
+        "schedule_steps": config.steps,
+        "adapter": str(adapter),
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / max(1, step),
+        "eval_seconds": time.perf_counter() - t0,
+        "loadavg_1m": os.getloadavg()[0],
+        "eval": ev.to_dict(),
+    }
+    if config.method == "iga":
+        summary["iga_space"] = config.iga.space
+    dest.mkdir(parents=True, exist_ok=True)
+    write_eval(dest / "eval.json", ev)
+    (dest / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "eval"} | {
+        "accuracy_id": ev.accuracy_id, "accuracy_ood": ev.accuracy_ood, "lcs": ev.lcs,
+    }), flush=True)  # fmt: skip
+    return 0
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="curve folder under results/pretrained/curves")
@@ -152,18 +256,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-heldout-sets", type=int, default=4, help="held-out sets per family")
     p.add_argument("--eval-batch", type=int, default=64, help="generation batch size")
     p.add_argument("--seed", type=int, default=0, help="data, LoRA and trainer seed")
+    p.add_argument(
+        "--test-at",
+        type=int,
+        default=None,
+        help="instead of training: score the adapter kept at this step on the test sets",
+    )
     return p.parse_args(argv)
 
 
 def _same_curve(stored: dict, wanted: dict, config: DistillConfig) -> bool:
     """Whether a stored curve config describes this one. The distillation part is read
     back through ``DistillConfig.from_dict``, so a file written before the IGA fields were
-    nested (flat ``space``, ``tau``...) compares equal to its nested form."""
+    nested (flat ``space``, ``tau``...) compares equal to its nested form. An ERM run
+    never reads its ``iga`` block, so a change of the IGA defaults does not make an ERM
+    curve another curve."""
     distill = {**stored.get("distill", {}), "save_steps": config.save_steps}
     try:
-        same_run = DistillConfig.from_dict(distill, where="curve_config.json") == config
+        stored_run = DistillConfig.from_dict(distill, where="curve_config.json")
     except ValueError:
         return False
+    if config.method == "erm":
+        stored_run = replace(stored_run, iga=config.iga)
+    same_run = stored_run == config
     curve = json.loads(json.dumps(wanted["curve"]))
     return same_run and stored.get("curve") == curve
 
@@ -189,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = out / "curve_config.json"
     # When and how fast it evaluates does not change the trained weights (greedy, no
     # dropout, no RNG draws), so it is not part of the curve's identity.
-    cadence = ("eval_every", "eval_at", "eval_batch")
+    cadence = ("eval_every", "eval_at", "eval_batch", "test_at")
     wanted = {
         "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
         "curve": {k: v for k, v in vars(a).items() if k not in cadence},
@@ -197,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     if saved.is_file() and not _same_curve(json.loads(saved.read_text()), wanted, config):
         print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
         return 2
+    if a.test_at is not None:
+        if not saved.is_file():
+            print(f"error: --test-at: {out} holds no curve ({saved} is missing).", file=sys.stderr)
+            return 2
+        try:
+            return test_at(out, config, a.test_at, a.eval_batch)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     model, tokenizer, source = load_student(config)
     sets = load_training_sets(config)
     val, held = validation_sets(config, a.n_val_sets, a.n_heldout_sets)

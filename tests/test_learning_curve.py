@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from iga.distill.student import StudentConfig, build_default_student, train_tokenizer
 from iga.isomers import DEFAULT_TRAIN_DOMAINS, generate_sets
@@ -80,3 +81,71 @@ def test_another_configuration_under_the_same_name_is_refused(curve, tiny_studen
     assert (curve.CURVES / "tiny" / "curve.jsonl").read_text() == before
     # Only the evaluation cadence may change under a name: it does not change the weights.
     assert curve.main(_argv(tiny_student, **{"--eval-every": "2"})) == 0
+
+
+def test_only_an_iga_curve_is_tied_to_the_iga_settings(curve):
+    """An ERM curve never reads its ``iga`` block: a stored ERM curve made under other IGA
+    defaults is still the same curve. An IGA curve with another tau is not."""
+    from dataclasses import asdict
+
+    from iga.core.config import IGAConfig
+    from iga.distill.config import DistillConfig
+
+    for method, same in (("erm", True), ("iga", False)):
+        config = DistillConfig(method=method, iga=IGAConfig(tau=1.0))
+        stored = asdict(DistillConfig(method=method, iga=IGAConfig(tau=7.0, estimator="batch")))
+        wanted = {"curve": {"name": "c"}}
+        stored_curve = {"distill": stored, "curve": {"name": "c"}}
+        assert curve._same_curve(stored_curve, wanted, config) is same
+    # Anything else about an ERM run still counts.
+    stored = asdict(DistillConfig(method="erm", lr=1e-3))
+    erm = DistillConfig(method="erm")
+    assert not curve._same_curve({"distill": stored, "curve": {}}, {"curve": {}}, erm)
+
+
+def test_every_point_keeps_its_adapter_and_is_scored_on_the_test_sets(curve, tiny_student, capsys):
+    from iga.distill.config import DistillConfig
+
+    assert curve.main(_argv(tiny_student)) == 0
+    out = curve.CURVES / "tiny"
+    for step in (1, 2):  # the kept adapter is the checkpoint's, byte for byte
+        kept = out / "adapters" / f"step-{step}" / "adapter_model.safetensors"
+        ckpt = out / "ckpt" / f"checkpoint-{step}" / "adapter_model.safetensors"
+        assert kept.read_bytes() == ckpt.read_bytes()
+    # The kept adapter, loaded as --test-at loads it, gives the curve's recorded answers.
+    config = DistillConfig.from_dict(
+        json.loads((out / "curve_config.json").read_text())["distill"], where="test"
+    )
+    model, tokenizer = curve.load_point(config, out / "adapters" / "step-1")
+    val, _ = curve.validation_sets(config, 1, 1)
+    ev = curve.evaluate(model, tokenizer, val, config.train_domains, ())
+    recorded = json.loads((out / "evals" / "step-1.json").read_text())["id"]
+    assert [e["completion"] for e in ev.examples] == [e["completion"] for e in recorded]
+    # ... and holds that step's weights, which differ from the next step's.
+    from safetensors.torch import load_file
+
+    kept = [load_file(out / "adapters" / f"step-{n}" / "adapter_model.safetensors") for n in (1, 2)]
+    loaded = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
+    assert set(loaded) == set(kept[0]) and loaded
+    assert all(torch.equal(loaded[k], kept[0][k]) for k in loaded)
+    assert any(not torch.equal(kept[0][k], kept[1][k]) for k in kept[0])
+    assert curve.main([*_argv(tiny_student), "--test-at", "1"]) == 0
+    summary = json.loads((out / "test" / "step-1" / "summary.json").read_text())
+    ev = json.loads((out / "test" / "step-1" / "eval.json").read_text())
+    n_eval = DistillConfig().n_eval_sets  # the run's test split: every domain, n_eval_sets
+    assert ev["n_examples"] == n_eval * 6 == len(ev["examples"])
+    assert summary["steps"] == 1 and summary["schedule_steps"] == 2
+    assert summary["eval"]["lcs"] == ev["lcs"] and set(ev["per_family"]) == {"deduction"}
+    row1 = json.loads((out / "curve.jsonl").read_text().splitlines()[1])
+    assert summary["train_seconds"] == row1["seconds_per_step"]
+    # A step without a point (or without a kept adapter) is refused; nothing is written.
+    capsys.readouterr()
+    assert curve.main([*_argv(tiny_student), "--test-at", "7"]) == 2
+    assert "no point at step 7" in capsys.readouterr().err
+    assert not (out / "test" / "step-7").exists()
+    for name in ("adapters/step-2", "ckpt/checkpoint-2"):
+        import shutil
+
+        shutil.rmtree(out / name)
+    assert curve.main([*_argv(tiny_student), "--test-at", "2"]) == 2
+    assert "keeps no adapter of step 2 (kept steps: [1])" in capsys.readouterr().err

@@ -57,6 +57,19 @@ def load_eval_sets(config: DistillConfig) -> list:
     ]
 
 
+def evaluate_run(model, tokenizer, config: DistillConfig, **options) -> EvalResult:
+    """The run's reported evaluation: its test sets (``load_eval_sets``), training
+    domains in-domain and held-out domains out-of-domain; ``options`` go to ``evaluate``."""
+    return evaluate(
+        model,
+        tokenizer,
+        load_eval_sets(config),
+        config.train_domains,
+        config.heldout_domains,
+        **options,
+    )
+
+
 def load_student_base(config: DistillConfig, show_progress: bool = True):
     """(base model, tokenizer) before LoRA: the cached default or a local HF model."""
     if config.student is None:
@@ -260,14 +273,7 @@ def _train(config, checkpoint, args, state, trainer_cls, show_progress) -> dict:
     if not state.is_main_process:
         return summary
     if config.evaluate:
-        ev = evaluate(
-            model,
-            tokenizer,
-            load_eval_sets(config),
-            config.train_domains,
-            config.heldout_domains,
-            show_progress=show_progress,
-        )
+        ev = evaluate_run(model, tokenizer, config, show_progress=show_progress)
         summary["eval"] = ev.to_dict()
         write_eval(out / "eval.json", ev)
     rundir.write_atomic(out / rundir.SUMMARY_FILE, json.dumps(summary, indent=2))
