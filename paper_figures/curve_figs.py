@@ -4,7 +4,9 @@
 --out figures --readme README.md`` writes ``pretrained_curve.md`` (one row per
 evaluation point, also pasted into the README's curve-table block) and
 ``pretrained_curve.png`` (training-domain validation accuracy per family vs steps)
-from the curve's ``curve.jsonl`` and ``evals/step-N.json``.
+from the curve's ``curve.jsonl`` and ``evals/step-N.json``. With ``--compare DIR DIR
+...`` it writes ``pretrained_curve_compare.md`` (the curves side by side at the steps
+all of them evaluated; README block curve-compare-table) and its figure instead.
 
 Two references are read from the stored completions, because accuracy alone hides a
 student that writes one answer whatever the problem: the **constant-answer accuracy**
@@ -145,6 +147,62 @@ def figure(points: list[dict], evals: dict[int, dict]):
     return fig
 
 
+def compare_table(curves: dict[str, list[dict]]) -> str:
+    """Markdown: several curves at the steps all of them have evaluated, one row per
+    step, each family's and the mean's in-domain accuracy per curve, then held-out."""
+    names = list(curves)
+    by_step = {n: {p["step"]: p for p in points} for n, points in curves.items()}
+    steps = sorted(set.intersection(*(set(v) for v in by_step.values())))
+    families = sorted({f for points in curves.values() for p in points for f in p["id"]})
+    head = ["step", *(f"ID {f}" for f in families), "ID mean", "held-out mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(row, get) -> str:
+        return " / ".join("—" if get(p) is None else f"{100 * get(p):.1f}" for p in row)
+
+    for step in steps:
+        row = [by_step[n][step] for n in names]
+        cells = [str(step), *(cell(row, lambda p, f=f: p["id"].get(f)) for f in families)]
+        cells += [cell(row, lambda p: p["accuracy_id"]), cell(row, lambda p: p["accuracy_ood"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = f"\nEach cell: {' / '.join(names)}; steps evaluated by every curve; accuracies in %.\n"
+    return "\n".join(lines) + "\n" + note
+
+
+def compare_figure(curves: dict[str, list[dict]]):
+    """In-domain (solid) and held-out (dashed) validation accuracy of several curves."""
+    fig, axes = new_figure(1, 1, width=4.5, height=2.8)
+    ax = axes[0][0]
+    for i, (name, points) in enumerate(curves.items()):
+        color = f"C{i}"
+        steps = [p["step"] for p in points]
+        ax.plot(steps, [100 * p["accuracy_id"] for p in points], "-o", color=color, label=name)
+        ood = [100 * p["accuracy_ood"] for p in points]
+        ax.plot(steps, ood, "--", color=color, label=f"{name} held-out")
+    ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", ylim=(0, 110))
+    ax.legend(ncol=2, loc="upper center")
+    return fig
+
+
+def build_compare(folders: list[Path], out: Path) -> list[Path]:
+    curves = {f.name: load_curve(f)[0] for f in folders}
+    if len(curves) < 2:
+        raise ValueError("--compare: give two or more distinct curve folders.")
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "pretrained_curve_compare.md"
+    md.write_text(compare_table(curves))
+    spec = FigureSpec(
+        "pretrained_curve_compare",
+        compare_figure(curves),
+        "Training-domain (solid) and held-out (dashed) validation accuracy vs optimizer "
+        f"steps of the curves {', '.join(curves)} (greedy decoding, all families).",
+        sources=[str(f / "curve.jsonl") for f in folders],
+        command=f"python -m paper_figures.curve_figs --compare {' '.join(map(str, folders))} "
+        f"--out {out}",
+    )
+    return [md, *save(spec, out)]
+
+
 def build(folder: Path, out: Path) -> list[Path]:
     points, evals = load_curve(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("results/pretrained/curves/erm-r16-lr5e-4"),
         help="curve folder written by scripts/learning_curve.py",
     )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        help="instead: compare these curve folders (table and figure pretrained_curve_compare)",
+    )
     p.add_argument("--out", type=Path, default=Path("figures"), help="where the files go")
     p.add_argument(
         "--readme",
@@ -182,14 +246,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --readme {args.readme}: no such file.", file=sys.stderr)
         return 2
     try:
-        paths = build(args.curve, args.out)
+        paths = (
+            build_compare(args.compare, args.out) if args.compare else build(args.curve, args.out)
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for path in paths:
         print(path)
+    block = "curve-compare-table" if args.compare else "curve-table"
     if args.readme is not None:
-        if not paste_and_report(args.readme, paths[0].read_text(), "curve-table", "curve table"):
+        if not paste_and_report(args.readme, paths[0].read_text(), block, block.replace("-", " ")):
             return 2
     return 0
 

@@ -3,8 +3,10 @@
 The README shows each table between two marker comments, ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->``: ``main-table`` (``figures/main_table.md``, pasted by ``python -m
 paper_figures --out figures --readme README.md``), ``estimator-table``
-(``paper_figures.estimator_figs --readme``) and ``curve-table``
-(``paper_figures.curve_figs --readme``). Tests fail when a copy differs.
+(``paper_figures.estimator_figs --readme``), ``curve-table`` and
+``curve-compare-table`` (``paper_figures.curve_figs --readme``, with ``--compare`` for
+the second) and ``pretrained-table`` (``paper_figures.pretrained_table --readme``).
+Tests fail when a copy differs.
 """
 
 from __future__ import annotations

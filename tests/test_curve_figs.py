@@ -103,10 +103,32 @@ def test_cli_pastes_into_the_readme_and_refuses_one_without_markers(curve, tmp_p
 
 @pytest.mark.parametrize(
     "name,built",
-    [("curve-table", "pretrained_curve.md"), ("estimator-table", "estimator_ablation.md")],
+    [
+        ("curve-table", "pretrained_curve.md"),
+        ("curve-compare-table", "pretrained_curve_compare.md"),
+        ("estimator-table", "estimator_ablation.md"),
+    ],
 )
 def test_readme_shows_the_committed_tables(name, built):
     shown = shown_table((ROOT / "README.md").read_text(), name=name)
     assert shown == (ROOT / "figures" / built).read_text().strip(), (
         f"README.md's {name} differs from figures/{built}: rebuild it with --readme README.md."
     )
+
+
+def test_compare_puts_curves_side_by_side_at_their_common_steps(tmp_path, capsys):
+    a = write_curve(tmp_path / "erm", [_point(0, 0.0), _point(50, 0.25), _point(100, 0.5)], {})
+    b = write_curve(tmp_path / "iga", [_point(0, 0.0), _point(100, 0.75)], {})
+    out = tmp_path / "figs"
+    assert main(["--compare", str(a), str(b), "--out", str(out)]) == 0
+    rows = (out / "pretrained_curve_compare.md").read_text().splitlines()
+    assert rows[0] == "| step | ID deduction | ID mean | held-out mean |"
+    # step 50 is ERM's only: left out
+    assert rows[2:4] == [
+        "| 0 | 0.0 / 0.0 | 0.0 / 0.0 | 50.0 / 50.0 |",
+        "| 100 | 50.0 / 75.0 | 50.0 / 75.0 | 50.0 / 50.0 |",
+    ]
+    assert "Each cell: erm / iga;" in rows[-1]
+    assert (out / "pretrained_curve_compare.png").is_file()
+    assert main(["--compare", str(a), "--out", str(out)]) == 2
+    assert "two or more" in capsys.readouterr().err

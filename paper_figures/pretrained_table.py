@@ -1,0 +1,151 @@
+"""The pretrained student's test table (issue 15, item 3): curve points scored on the
+run's test sets by ``scripts/learning_curve.py --test-at STEP``.
+
+``python -m paper_figures.pretrained_table --curves results/pretrained/curves --out
+figures --readme README.md`` reads every ``<curve>/test/step-<n>/summary.json`` and
+``eval.json`` and writes ``pretrained_test.md`` (also pasted into the README's
+pretrained-table block): one row per scored point, each family's in-domain and
+held-out accuracy, their means with a 95 % interval over isomer sets, the Logical
+Consistency Score, answer consistency and the training time to that step.
+
+The interval treats an isomer set as the unit: the domains of a set share one answer
+(and mostly one chain), so they are not independent draws. The half-width is the
+t-interval of the per-set accuracies (each the mean over that set's domains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+from paper_figures.readme import paste_and_report
+
+REQUIRED = {"method", "steps", "schedule_steps", "train_seconds", "seconds_per_step", "eval"}
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err}); score the point again.") from err
+
+
+def load_points(curves: Path) -> list[dict]:
+    """Every scored point under ``curves``: its summary plus ``curve`` (the folder name)
+    and ``examples`` (from ``eval.json``), sorted by step, then curve."""
+    if not curves.is_dir():
+        raise FileNotFoundError(f"--curves {curves}: no such folder.")
+    points = []
+    for path in sorted(curves.glob("*/test/step-*/summary.json")):
+        ev_path = path.with_name("eval.json")
+        if not ev_path.is_file():
+            raise FileNotFoundError(f"{ev_path}: missing beside {path.name}; score it again.")
+        summary, ev = _read(path), _read(ev_path)
+        missing = sorted(REQUIRED - set(summary))
+        if missing:
+            raise ValueError(f"{path}: not a --test-at summary (no {', '.join(missing)}).")
+        examples = ev.get("examples", [])
+        points.append({**summary, "curve": path.parents[2].name, "examples": examples})
+    if not points:
+        raise FileNotFoundError(
+            f"{curves}: no scored points (*/test/step-*/summary.json); run "
+            "scripts/learning_curve.py --name NAME --test-at STEP first."
+        )
+    return sorted(points, key=lambda p: (p["steps"], p["curve"]))
+
+
+def set_interval(examples: list[dict], domains: set[str]) -> tuple[float, float, int]:
+    """(mean, 95 % t half-width, sets) of per-set accuracy over ``domains``."""
+    by_set: dict[str, list[bool]] = defaultdict(list)
+    for e in examples:
+        if e["domain"] in domains:
+            by_set[e["set_id"]].append(bool(e["correct"]))
+    accs = [sum(v) / len(v) for v in by_set.values()]
+    n = len(accs)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(accs) / n
+    if n < 2:
+        return mean, float("nan"), n
+    sd = (sum((a - mean) ** 2 for a in accs) / (n - 1)) ** 0.5
+    return mean, stats.t.ppf(0.975, n - 1) * sd / n**0.5, n
+
+
+def table(points: list[dict]) -> str:
+    families = sorted({f for p in points for f in p["eval"]["per_family"]})
+    head = ["curve", "method", "step", *families, "ID mean", "held-out mean"]
+    head += ["LCS", "answer consistency", "train h", "s/step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pct(v) -> str:
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    n_sets = set()
+    for p in points:
+        ev = p["eval"]
+        cells = [p["curve"], p["method"], f"{p['steps']} of {p['schedule_steps']}"]
+        for f in families:
+            fam = ev["per_family"].get(f, {})
+            cells.append(f"{pct(fam.get('id'))} / {pct(fam.get('ood'))}")
+        for domains in (ev["train_domains"], ev["heldout_domains"]):
+            mean, half, n = set_interval(p["examples"], set(domains))
+            n_sets.add(n)
+            cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}")
+        cells += [f"{ev['lcs']:.4f}", f"{ev['answer_consistency']:.3f}"]
+        cells += [f"{p['train_seconds'] / 3600:.2f}", f"{p['seconds_per_step']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    n_examples = sorted({p["eval"]["n_examples"] for p in points})
+    note = (
+        f"\nTest sets: {', '.join(map(str, n_examples))} prompts per point; each family "
+        "cell is in-domain / held-out accuracy (%); the means carry a 95 % t-interval over "
+        f"the {', '.join(map(str, sorted(n_sets)))} isomer sets they average. LCS: lower is "
+        "better. Training time is the curve's recorded s/step (evaluations excluded).\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def build(curves: Path, out: Path) -> Path:
+    text = table(load_points(curves))  # first: a bad record writes nothing
+    md = out / "pretrained_test.md"
+    out.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--curves",
+        type=Path,
+        default=Path("results/pretrained/curves"),
+        help="folder of curves written by scripts/learning_curve.py",
+    )
+    p.add_argument("--out", type=Path, default=Path("figures"), help="where the table goes")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        help="also paste the table into this file's pretrained-table block (e.g. README.md)",
+    )
+    args = p.parse_args(argv)
+    if args.readme is not None and not args.readme.is_file():
+        print(f"error: --readme {args.readme}: no such file.", file=sys.stderr)
+        return 2
+    try:
+        md = build(args.curves, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(md)
+    if args.readme is not None:
+        if not paste_and_report(args.readme, md.read_text(), "pretrained-table", "test table"):
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The pretrained student's test table (paper_figures.pretrained_table) reads the points
+scored by ``scripts/learning_curve.py --test-at``, puts an interval over isomer sets on
+the means, refuses damaged records with their path, and the README shows the committed
+table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from paper_figures.pretrained_table import load_points, main, set_interval, table
+from paper_figures.readme import shown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _examples(correct_by_set: dict[str, list[bool]], domains: list[str]) -> list[dict]:
+    return [
+        {"set_id": s, "domain": d, "family": "deduction", "correct": c}
+        for s, flags in correct_by_set.items()
+        for d, c in zip(domains, flags)
+    ]
+
+
+def write_point(curves: Path, name: str, method: str, step: int, examples: list[dict]) -> None:
+    folder = curves / name / "test" / f"step-{step}"
+    folder.mkdir(parents=True)
+    ev = {
+        "accuracy_id": 0.5, "accuracy_ood": 0.25, "lcs": 0.61234, "answer_consistency": 0.75,
+        "per_family": {"deduction": {"id": 0.5, "ood": 0.25}}, "n_examples": len(examples),
+        "train_domains": ["a", "b"], "heldout_domains": ["c"], "examples": examples,
+    }  # fmt: skip
+    summary = {
+        "method": method, "steps": step, "schedule_steps": 2000, "train_seconds": 7200.0,
+        "seconds_per_step": 7200.0 / step, "eval": {k: v for k, v in ev.items() if k != "examples"},
+    }  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "eval.json").write_text(json.dumps(ev))
+
+
+# Three sets over in-domain a, b and held-out c: per-set ID accuracy 1, 0.5, 0.
+SETS = {"s1": [True, True, False], "s2": [True, False, True], "s3": [False, False, False]}
+
+
+@pytest.fixture()
+def curves(tmp_path):
+    examples = _examples(SETS, ["a", "b", "c"])
+    write_point(tmp_path, "iga-x", "iga", 600, examples)
+    write_point(tmp_path, "erm-x", "erm", 600, examples)
+    write_point(tmp_path, "erm-x", "erm", 100, examples)
+    return tmp_path
+
+
+def test_the_interval_is_over_isomer_sets_not_prompts():
+    mean, half, n = set_interval(_examples(SETS, ["a", "b", "c"]), {"a", "b"})
+    assert n == 3 and mean == pytest.approx(0.5)
+    # per-set accuracies 1, 0.5, 0: sd 0.5, t(0.975, 2) * 0.5 / sqrt(3)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 0.5 / 3**0.5)
+    assert set_interval(_examples(SETS, ["a", "b", "c"]), {"c"})[:2] == (pytest.approx(1 / 3),) + (
+        pytest.approx(stats.t.ppf(0.975, 2) * (1 / 3) ** 0.5 / 3**0.5),
+    )
+
+
+def test_one_row_per_point_sorted_by_step_then_curve(curves):
+    points = load_points(curves)
+    assert [(p["curve"], p["steps"]) for p in points] == [
+        ("erm-x", 100), ("erm-x", 600), ("iga-x", 600),
+    ]  # fmt: skip
+    rows = table(points).splitlines()
+    assert rows[0].startswith("| curve | method | step | deduction | ID mean | held-out mean")
+    assert rows[3].startswith("| erm-x | erm | 600 of 2000 | 50.0 / 25.0 | 50.0 ± 124.2 |")
+    assert "| 0.6123 | 0.750 | 2.00 | 12.0 |" in rows[3]
+    assert "3 isomer sets" in table(points)
+
+
+def test_damaged_or_missing_records_are_named(tmp_path, capsys):
+    assert main(["--curves", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "no scored points" in capsys.readouterr().err
+    write_point(tmp_path, "erm-x", "erm", 5, [])
+    summary = tmp_path / "erm-x" / "test" / "step-5" / "summary.json"
+    summary.write_text('{"method": "erm"')
+    assert main(["--curves", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert f"{summary}: not JSON" in capsys.readouterr().err
+    summary.write_text('{"method": "erm"}')
+    assert main(["--curves", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "not a --test-at summary (no eval, schedule_steps" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+def test_the_readme_shows_the_committed_table():
+    committed = ROOT / "figures" / "pretrained_test.md"
+    assert committed.is_file(), "run python -m paper_figures.pretrained_table --readme README.md"
+    readme = (ROOT / "README.md").read_text()
+    assert shown_table(readme, name="pretrained-table") == committed.read_text().strip()
+    built = table(load_points(ROOT / "results" / "pretrained" / "curves"))
+    assert built == committed.read_text()
