@@ -35,6 +35,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from iga.core.config import IGAConfig
+from iga.distill.config import PRETRAINED_RECIPE
 from iga.distill.evaluate import evaluate
 from iga.distill.run import (
     DistillConfig,
@@ -234,16 +235,17 @@ def test_at(out: Path, config: DistillConfig, step: int, batch_size: int) -> int
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    R = PRETRAINED_RECIPE  # the defaults of `iga demo --student` too
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="curve folder under results/pretrained/curves")
     p.add_argument("--student", default="smollm2-135m", help="preset, .gguf file or HF folder")
     p.add_argument("--method", default="erm", choices=["erm", "iga"], help="training method")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), help="isomer families")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (schedule length)")
-    p.add_argument("--batch-sets", type=int, default=4, help="isomer sets per step")
-    p.add_argument("--n-sets", type=int, default=500, help="training sets per family")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine)")
-    p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank on every linear layer")
+    p.add_argument("--steps", type=int, default=R["steps"], help="optimizer steps (schedule)")
+    p.add_argument("--batch-sets", type=int, default=R["batch_sets"], help="isomer sets per step")
+    p.add_argument("--n-sets", type=int, default=R["n_sets"], help="training sets per family")
+    p.add_argument("--lr", type=float, default=R["lr"], help="peak learning rate (cosine)")
+    p.add_argument("--lora-rank", type=int, default=R["lora_rank"], help="LoRA rank, all linear")
     p.add_argument("--space", default="factor", choices=["full", "factor"], help="IGA space")
     p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
     p.add_argument(

@@ -1,6 +1,8 @@
 """scripts/learning_curve.py (issue 15, item 3): a curve trains through the same
 ``build_trainer`` as ``iga distill``, records one validation point per evaluation step,
-resumes without repeating a point, and refuses another configuration under its name."""
+resumes without repeating a point, refuses another configuration under its name, keeps
+every point's adapter and scores one on the test sets; ``iga demo --student`` trains with
+the same recipe (PRETRAINED_RECIPE)."""
 
 from __future__ import annotations
 
@@ -149,3 +151,24 @@ def test_every_point_keeps_its_adapter_and_is_scored_on_the_test_sets(curve, tin
         shutil.rmtree(out / name)
     assert curve.main([*_argv(tiny_student), "--test-at", "2"]) == 2
     assert "keeps no adapter of step 2 (kept steps: [1])" in capsys.readouterr().err
+
+
+def test_demo_with_a_student_trains_both_methods_with_the_pretrained_recipe(
+    tiny_student, tmp_path, monkeypatch, capsys
+):
+    """`iga demo --student` trains ERM and IGA with PRETRAINED_RECIPE, the recipe these
+    curves default to (shrunk here to run in seconds); --steps still overrides."""
+    import iga.distill.cli as distill_cli
+    from iga.cli import main as iga_main
+    from iga.distill import rundir
+
+    small = {"steps": 1, "batch_sets": 2, "n_sets": 2, "lr": 1e-2, "lora_rank": 2}
+    shrink = {"n_eval_sets": 1, "families": ("deduction",)}  # the tiny BPE saw deduction only
+    monkeypatch.setattr(distill_cli, "PRETRAINED_RECIPE", {**small, **shrink})
+    out = tmp_path / "demo"
+    assert iga_main(["demo", "--student", tiny_student, "--out", str(out), "--steps", "2"]) == 0
+    for method in ("erm", "iga"):
+        stored = json.loads((out / method / rundir.CONFIG_FILE).read_text())
+        assert stored["student"] == tiny_student and stored["method"] == method
+        assert {k: stored[k] for k in small} == {**small, "steps": 2}
+    assert "| erm |" in capsys.readouterr().out and (out / "demo.json").is_file()

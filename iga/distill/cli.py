@@ -14,6 +14,7 @@ from pathlib import Path
 from iga.core import configio
 from iga.core.config import IGAConfig
 from iga.distill import rundir
+from iga.distill.config import PRETRAINED_RECIPE
 from iga.distill.run import DistillConfig, distill, load_eval_sets, write_eval
 
 _CSV_FIELDS = {"families", "train_domains", "heldout_domains", "lora_targets", "sets"}
@@ -291,8 +292,11 @@ DEMO_TABLE_HEADER = (
 def _demo(args: argparse.Namespace) -> int:
     try:
         rundir.check_output_dir(Path(args.out), "--out")
+        recipe = {} if args.student is None else dict(PRETRAINED_RECIPE, student=args.student)
+        if args.steps is not None:
+            recipe["steps"] = args.steps
         configs = [
-            DistillConfig(method=m, out=str(Path(args.out) / m), seed=args.seed, steps=args.steps)
+            DistillConfig(method=m, out=str(Path(args.out) / m), seed=args.seed, **recipe)
             for m in ("erm", "iga")
         ]
         return _demo_runs(args, configs)
@@ -358,6 +362,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="runs/demo", help="folder of the two runs (erm/ and iga/)")
     d.add_argument("--seed", type=int, default=0, help="seed of data, LoRA init and training")
     d.add_argument(
-        "--steps", type=int, default=DistillConfig.steps, help="LoRA steps of each method"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"LoRA steps of each method (default {DistillConfig.steps}; with --student "
+        f"{PRETRAINED_RECIPE['steps']})",
+    )
+    d.add_argument(
+        "--student",
+        default=None,
+        help="a pretrained student instead of the built-in one (preset 'smollm2-135m', .gguf "
+        "file or local HF folder), trained with PRETRAINED_RECIPE: "
+        + ", ".join(f"{k} {v}" for k, v in PRETRAINED_RECIPE.items())
+        + " (hours on a CPU)",
     )
     d.set_defaults(func=_demo)

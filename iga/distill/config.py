@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from iga.core import configio
@@ -14,6 +15,14 @@ from iga.core.config import IGAConfig
 from iga.distill.pretrain import BaseConfig
 from iga.distill.student import DEFAULT_LORA_TARGETS
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, FAMILIES
+
+# How a pretrained student is trained when no flag says otherwise (``iga demo --student``,
+# ``scripts/learning_curve.py``): the recipe of the SmolLM2-135M learning curves (issue 15,
+# README "A pretrained student"), LoRA on every linear layer (DEFAULT_LORA_TARGETS). The
+# built-in student keeps DistillConfig's own defaults.
+PRETRAINED_RECIPE = MappingProxyType(
+    {"steps": 2000, "batch_sets": 4, "n_sets": 500, "lr": 5e-4, "lora_rank": 16}
+)
 
 # DistillConfig's IGA fields before they were nested as ``iga: IGAConfig`` (old run folders)
 _FLAT_IGA_KEYS = (
