@@ -49,3 +49,34 @@ def test_answer_consistency_and_accuracy():
     assert accuracy(["4", None, "yes"], ["4", "4", "yes"]) == 2 / 3
     with pytest.raises(ValueError):
         accuracy([], [])
+
+
+def test_evaluate_reports_lcs_and_answer_consistency_per_family(monkeypatch):
+    """``EvalResult.per_family[f]`` holds the LCS and answer consistency of family f's sets
+    alone; the overall figures are those over every set (fixed generations and
+    representations stand in for a model)."""
+    import iga.distill.evaluate as ev_module
+    from iga.isomers import generate_sets
+
+    domains = ["mathematics", "law", "medicine"]
+    sets = generate_sets("deduction", domains, 2, seed=1) + generate_sets(
+        "ordering", domains, 2, seed=1
+    )
+    reps = torch.randn(len(sets) * len(domains), 8, generator=torch.Generator().manual_seed(0))
+    # deduction's first set answers yes, yes, no (inconsistent); every other set is consistent
+    texts = ["Answer: yes"] * len(reps)
+    texts[2] = "Answer: no"
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size):
+        return texts[: len(prompts)], reps[: len(prompts)]
+
+    monkeypatch.setattr(ev_module, "generate_and_pool", fake_generate)
+    result = ev_module.evaluate(torch.nn.Linear(1, 1), None, sets, domains[:2], domains[2:])
+    by_set = reps.reshape(len(sets), len(domains), 8)  # rows are set-major
+    for i, family in enumerate(("deduction", "ordering")):
+        mine = by_set[2 * i : 2 * i + 2]
+        assert result.per_family[family]["lcs"] == pytest.approx(logical_consistency_score(mine))
+    assert result.per_family["deduction"]["answer_consistency"] == 0.5
+    assert result.per_family["ordering"]["answer_consistency"] == 1.0
+    assert result.lcs == pytest.approx(logical_consistency_score(by_set))
+    assert result.answer_consistency == 0.75

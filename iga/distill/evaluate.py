@@ -184,23 +184,37 @@ def evaluate(
         return sum(hits) / len(hits) if hits else None
 
     families = sorted({e["family"] for e in examples})
-    per_family = {
-        f: {
+    family_of = {s.set_id: s.family for s in sets}
+
+    def consistency(family: str | None) -> tuple[float, float]:
+        """(LCS, answer consistency) over the sets of ``family`` (None: every set)
+        with two or more evaluated isomers; NaN when there is none."""
+        ids = [i for i, r in reps_by_set.items() if len(r) >= 2]
+        ids = [i for i in ids if family is None or family_of[i] == family]
+        if not ids:
+            return float("nan"), float("nan")
+        lcs = logical_consistency_score([torch.stack(reps_by_set[i]) for i in ids])
+        return lcs, answer_consistency({i: by_set[i] for i in ids})
+
+    per_family = {}
+    for f in families:
+        lcs_f, consistency_f = consistency(f)
+        per_family[f] = {
             "all": acc(lambda e, f=f: e["family"] == f),
             "id": acc(lambda e, f=f: e["family"] == f and e["domain"] in train_domains),
             "ood": acc(lambda e, f=f: e["family"] == f and e["domain"] in heldout_domains),
+            "lcs": lcs_f,
+            "answer_consistency": consistency_f,
         }
-        for f in families
-    }
-    multi = [torch.stack(r) for r in reps_by_set.values() if len(r) >= 2]
+    lcs_all, consistency_all = consistency(None)
     return EvalResult(
         accuracy=acc(lambda e: True),
         accuracy_id=acc(lambda e: e["domain"] in train_domains),
         accuracy_ood=acc(lambda e: e["domain"] in heldout_domains),
         per_domain={d: acc(lambda e, d=d: e["domain"] == d) for d in domains},
         per_family=per_family,
-        lcs=logical_consistency_score(multi) if multi else float("nan"),
-        answer_consistency=answer_consistency(by_set) if multi else float("nan"),
+        lcs=lcs_all,
+        answer_consistency=consistency_all,
         n_examples=len(examples),
         train_domains=list(train_domains),
         heldout_domains=list(heldout_domains),
