@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-from empirical.jobs import Job, shortcut_for
+from empirical.jobs import Job, families_of, shortcut_for
 from empirical.records import TRAINING_CONTRACT, read_record, start_record, write_record
 from iga.distill.data import IsomerCollator, IsomerDataset
-from iga.distill.pretrain import BaseConfig
 from iga.distill.run import EVAL_SEED_OFFSET
 from iga.distill.schedule import batch_indices
 from iga.isomers import generate_sets
@@ -34,21 +33,34 @@ DOMAINS_DIR = Path(__file__).parent / "domains"  # extra training domains for th
 _BASE_CACHE: dict[str, tuple] = {}
 
 
-def _base(config: BaseConfig):
+def _base(job: Job):
+    """(model, tokenizer) the job starts from, loaded once per process: the cached
+    built-in student of ``job.base``, or the pretrained ``job.student`` (read as
+    ``iga distill --student`` reads it: preset, .gguf file or local folder)."""
     from iga.distill.pretrain import load_or_build_base
+    from iga.distill.run import DistillConfig, load_student_base
 
-    if config.key() not in _BASE_CACHE:
-        model, tokenizer, _ = load_or_build_base(config, show_progress=False)
-        _BASE_CACHE[config.key()] = (model, tokenizer)
-    return _BASE_CACHE[config.key()]
+    key = job.student_key()
+    if key not in _BASE_CACHE:
+        if job.student is None:
+            model, tokenizer, _ = load_or_build_base(job.base_config(), show_progress=False)
+        else:
+            model, tokenizer = load_student_base(DistillConfig(student=job.student), False)
+        _BASE_CACHE[key] = (model, tokenizer)
+    return _BASE_CACHE[key]
 
 
 def _sets(job: Job, seed: int, n: int, domains: Sequence[str]):
+    """``n`` sets per family of ``job.benchmark`` (every family for "all")."""
     paths = [str(DOMAINS_DIR)] if DOMAINS_DIR.is_dir() else None
     spec = shortcut_for(job.train_domains)
-    return generate_sets(
-        job.benchmark, list(domains), n, seed=seed, shortcut=spec, domain_paths=paths
-    )
+    return [
+        s
+        for family in families_of(job.benchmark)
+        for s in generate_sets(
+            family, list(domains), n, seed=seed, shortcut=spec, domain_paths=paths
+        )
+    ]
 
 
 def split_by_domain(batch: dict[str, torch.Tensor], num_domains: int) -> list[dict]:
@@ -116,7 +128,7 @@ def execute(job: Job) -> dict:
     from iga.distill.evaluate import evaluate
     from iga.distill.student import DEFAULT_LORA_TARGETS, attach_lora
 
-    base, tokenizer = _base(job.base_config())
+    base, tokenizer = _base(job)
     torch.manual_seed(job.seed)
     model = attach_lora(
         copy.deepcopy(base), job.hparams["lora_rank"], DEFAULT_LORA_TARGETS, seed=job.seed
@@ -138,7 +150,7 @@ def execute(job: Job) -> dict:
     return {
         "key": job.key(),
         "job": job.to_dict(),
-        "base": job.base_config().key(),
+        "base": job.student_key(),
         "num_domains": k,
         "training_contract": TRAINING_CONTRACT,
         "test": test.to_dict(),

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from iga.distill.pretrain import BaseConfig
 from iga.distill.run import DistillConfig
-from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, ShortcutSpec
+from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS, FAMILIES, ShortcutSpec
 
 RECORD_VERSION = 1
 
@@ -57,31 +57,56 @@ def base_config() -> BaseConfig:
     return DistillConfig().base
 
 
+# The benchmark of a run that trains on every family at once (as ``iga distill`` does)
+# and is scored per family: one such run covers the four benchmarks.
+ALL_FAMILIES = "all"
+
+
+def families_of(benchmark: str) -> tuple[str, ...]:
+    """The isomer families a job on ``benchmark`` trains and is scored on."""
+    if benchmark == ALL_FAMILIES:
+        return FAMILIES
+    if benchmark not in FAMILIES:
+        raise ValueError(
+            f"unknown benchmark {benchmark!r}; choose a family {FAMILIES} or {ALL_FAMILIES!r}."
+        )
+    return (benchmark,)
+
+
 @dataclass(frozen=True)
 class Job:
     method: str
-    benchmark: str  # an isomer family: arithmetic, deduction, ordering, rules
+    benchmark: str  # an isomer family (arithmetic, deduction, ordering, rules) or "all"
     seed: int
     hparams: dict = field(hash=False)
     scale: Scale = Scale()
     train_domains: tuple[str, ...] = DEFAULT_TRAIN_DOMAINS
     heldout_domains: tuple[str, ...] = DEFAULT_HELDOUT_DOMAINS
     base: dict | None = field(default=None, hash=False)  # BaseConfig fields; None: current
+    # A pretrained student (``--student`` of iga distill: preset, .gguf file or folder);
+    # None: the built-in student built from ``base``.
+    student: str | None = None
 
     def base_config(self) -> BaseConfig:
         return base_config() if self.base is None else BaseConfig(**self.base)
+
+    def student_key(self) -> str:
+        """What the run starts from: the pretrained student's name, or the base's hash."""
+        return self.student if self.student is not None else self.base_config().key()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["train_domains"] = list(self.train_domains)
         d["heldout_domains"] = list(self.heldout_domains)
-        d["base"] = asdict(self.base_config())
+        d["base"] = asdict(self.base_config()) if self.student is None else None
         return d
 
     def key(self) -> str:
         """Hash of every argument (the base student by its own hash) and the record version."""
-        job = {k: v for k, v in self.to_dict().items() if k != "base"}
-        blob = {"job": job, "base": self.base_config().key(), "v": RECORD_VERSION}
+        job = {k: v for k, v in self.to_dict().items() if k not in ("base", "student")}
+        if self.student is not None:  # absent for the built-in student: old keys stand
+            job["student"] = self.student
+        blob = {"job": job, "base": self.student_key(), "v": RECORD_VERSION}
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -62,9 +62,32 @@ def test_job_key_depends_on_every_argument():
         replace(job, hparams={**job.hparams, "lr": 1e-3}),
         replace(job, scale=replace(job.scale, steps=7)),
         replace(job, train_domains=job.train_domains[:2]),
+        replace(job, student="smollm2-135m"),
+        replace(job, student="smollm2-135m", benchmark="all"),
     ]
     assert len({job.key(), *(v.key() for v in variants)}) == len(variants) + 1
-    assert Job.from_dict(json.loads(json.dumps(job.to_dict()))).key() == job.key()
+    for j in (job, variants[-1]):
+        assert Job.from_dict(json.loads(json.dumps(j.to_dict()))).key() == j.key()
+
+
+def test_committed_records_keep_their_keys():
+    """Every committed run folder is still named by its job's key: a new Job field (the
+    pretrained ``student``) must not rename the records of the built-in student."""
+    from pathlib import Path
+
+    folders = sorted(Path(__file__).parents[1].glob("results/empirical/*/records/*/job.json"))
+    assert len(folders) > 100
+    for path in folders:
+        assert Job.from_dict(json.loads(path.read_text())).key() == path.parent.name, path
+
+
+def test_a_benchmark_is_a_family_or_all():
+    from empirical.jobs import families_of
+    from iga.isomers import FAMILIES
+
+    assert families_of("all") == FAMILIES and families_of("rules") == ("rules",)
+    with pytest.raises(ValueError, match="unknown benchmark 'logic'"):
+        families_of("logic")
 
 
 def _fake_record(job: Job, val=0.5, ood=0.4, id_=0.6, lcs=0.1) -> dict:
@@ -353,6 +376,36 @@ def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
     assert set(t["per_domain"]) == {*domains, "cooking", "sports"}
     assert 0 <= t["accuracy_ood"] <= 1 and t["lcs"] >= 0 and record["train"]["seconds_per_step"] > 0
     assert (tmp_path / "records" / job.key() / "done").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tmp_path_factory) -> str:
+    """A random 1-layer Llama with a BPE trained on every family, saved as a local folder:
+    what ``Job.student`` points at in place of SmolLM2-135M."""
+    from iga.distill.student import StudentConfig, build_default_student, train_tokenizer
+    from iga.isomers import DEFAULT_TRAIN_DOMAINS, FAMILIES, generate_sets
+
+    sets = [s for f in FAMILIES for s in generate_sets(f, list(DEFAULT_TRAIN_DOMAINS), 3, seed=4)]
+    texts = [i.prompt + "\n" + i.rationale for s in sets for i in s.isomers.values()]
+    tokenizer = train_tokenizer(texts, 1000)
+    config = StudentConfig(
+        vocab_size=1000, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4
+    )
+    folder = tmp_path_factory.mktemp("pretrained") / "tiny"
+    build_default_student(tokenizer, config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_run_on_a_pretrained_student_covers_every_family(tmp_path, tiny_pretrained):
+    scale = replace(TINY_SCALE, max_length=512, n_test_sets=1)
+    job = Job("erm", "all", 0, hparams("erm"), scale, student=tiny_pretrained)
+    record = execute_mod.run_job(job, tmp_path)
+    per_family = record["test"]["per_family"]
+    assert set(per_family) == {"arithmetic", "deduction", "ordering", "rules"}
+    assert all({"id", "ood", "lcs", "answer_consistency"} <= set(v) for v in per_family.values())
+    assert record["base"] == tiny_pretrained and record["job"]["student"] == tiny_pretrained
+    assert record["test"]["n_examples"] == 4 * 6  # one test set per family, six domains
 
 
 def test_resolved_suite_keeps_its_defaults_when_the_library_changes(tmp_path, monkeypatch):
