@@ -45,11 +45,12 @@ def register(subparsers) -> None:
     run = sub.add_parser("run", help="run (or resume) a suite; finished runs are skipped")
     run.add_argument(
         "--suite",
-        choices=("quick", "full", "estimator"),
+        choices=("quick", "full", "estimator", "pretrained"),
         default="quick",
         help="which suite (empirical/suites.py): quick (4 methods on deduction x 2 seeds), full "
-        "(every method x 4 benchmarks x 5 seeds with search and ablations) or estimator (the "
-        "mask-estimator ablation, issue 14)",
+        "(every method x 4 benchmarks x 5 seeds with search and ablations), estimator (the "
+        "mask-estimator ablation, issue 14) or pretrained (12 methods on SmolLM2-135M, one "
+        "run per seed over all four families, issue 16: days of CPU, see PROTOCOL.md)",
     )
     run.add_argument(
         "--jobs",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from iga.core.config import IGAConfig
@@ -45,9 +45,11 @@ def _fixed(value: Any) -> Draw:
     return lambda r: value
 
 
-def registry(method: str) -> dict[str, tuple[Any, Draw]]:
-    """name -> (default, search distribution) for ``method``."""
-    d = DistillConfig()
+def registry(method: str, recipe: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Draw]]:
+    """name -> (default, search distribution) for ``method``. The library defaults come
+    from ``DistillConfig(**recipe)``: a suite on a pretrained student passes
+    ``PRETRAINED_RECIPE`` (its learning rate and rank), the built-in student none."""
+    d = DistillConfig(**(recipe or {}))
     log_lr = math.log10(d.lr)
     out: dict[str, tuple[Any, Draw]] = {
         # Every method searches its learning rate (half a decade each side), as in DomainBed.
@@ -73,6 +75,7 @@ def registry(method: str) -> dict[str, tuple[Any, Draw]]:
         "ky-gradvar": {"lambda": (1.0, _log_uniform(-2, 2))},
         "pcgrad": {},
         "iga": iga_registry(d),
+        "iga-batch": {**iga_registry(d), "estimator": ("batch", _fixed("batch"))},
     }
     if method not in specific:
         raise ValueError(f"no hyperparameters registered for method {method!r}.")
@@ -103,9 +106,12 @@ def iga_registry(d: DistillConfig) -> dict[str, tuple[Any, Draw]]:
     return out
 
 
-def hparams(method: str, seed: int | None = None) -> dict[str, Any]:
-    """Defaults (``seed=None``) or the ``seed``-th random draw of ``method``'s hparams."""
-    reg = registry(method)
+def hparams(
+    method: str, seed: int | None = None, recipe: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Defaults (``seed=None``) or the ``seed``-th random draw of ``method``'s hparams
+    (around ``DistillConfig(**recipe)``'s defaults, see ``registry``)."""
+    reg = registry(method, recipe)
     if seed is None:
         return {name: default for name, (default, _) in reg.items()}
     return {name: draw(_rng(seed, method, name)) for name, (_, draw) in reg.items()}

@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from empirical.hparams import hparams
+from empirical.jobs import ALL_FAMILIES
 from empirical.methods import METHODS
 from empirical.runner import Job, Scale, Stage, base_config, load_records
 from empirical.selection import select_best
+from iga.distill.config import PRETRAINED_RECIPE
 from iga.isomers import DEFAULT_HELDOUT_DOMAINS, DEFAULT_TRAIN_DOMAINS
 
 # Training domains for the K sweep: the four defaults, then two extra domains from
@@ -99,6 +101,10 @@ class Suite:
     ablations: tuple[Ablation, ...] = ()
     ablation_benchmark: str = "arithmetic"
     ablation_seeds: tuple[int, ...] = (0, 1, 2)
+    # A pretrained student (``Job.student``) and the DistillConfig fields its hparam
+    # defaults come from (``empirical.hparams.registry``); None / {}: the built-in student.
+    student: str | None = None
+    recipe: dict = field(default_factory=dict)
     # Library defaults as they were when the sweep started (hparam candidates, ablation
     # settings, base student), saved in suite.json: later sittings and tables use these,
     # so a default tuned in the meantime never splits one sweep into two.
@@ -122,12 +128,14 @@ class Suite:
         """The search space actually run: defaults, then draws 1..n_draws."""
         if self.resolved:
             return self.resolved["candidates"][method]
-        return [hparams(method), *(hparams(method, seed=d) for d in range(1, self.n_draws + 1))]
+        draws = range(1, self.n_draws + 1)
+        r = self.recipe or None
+        return [hparams(method, recipe=r), *(hparams(method, seed=d, recipe=r) for d in draws)]
 
     def ablation_hparams(self, a: Ablation) -> dict:
         if self.resolved:
             return self.resolved["ablations"][a.name]
-        return {**hparams(a.method), **a.overrides}
+        return {**hparams(a.method, recipe=self.recipe or None), **a.overrides}
 
     def job(self, method: str, benchmark: str, seed: int, hp: dict, domains=None) -> Job:
         return Job(
@@ -139,6 +147,7 @@ class Suite:
             tuple(domains or DEFAULT_TRAIN_DOMAINS),
             DEFAULT_HELDOUT_DOMAINS,
             self.resolved.get("base"),
+            self.student,
         )
 
     def search_jobs(self, benchmark: str) -> list[Job]:
@@ -257,6 +266,26 @@ def select(
     return best["job"]["hparams"]
 
 
+# The from-scratch suites' methods: every registered one but the minibatch-IGA variant,
+# which the pretrained suite added (their suite.json files froze the list they ran).
+FROM_SCRATCH_METHODS = tuple(m for m in METHODS if m != "iga-batch")
+# Issue 16: ERM and both IGA variants first, then the baselines in the order of their
+# held-out rank in the from-scratch suite, so a budget that runs out cuts the tail.
+PRETRAINED_METHODS = (
+    "erm", "iga", "iga-batch", "fish", "andmask", "sandmask", "groupdro", "pcgrad", "fishr",
+    "vrex", "irm", "ky-gradvar",
+)  # fmt: skip
+
+
+def pretrained_ablations() -> tuple[Ablation, ...]:
+    """The K sweep (2 to 6 training domains) for ERM and IGA on the pretrained student."""
+    return tuple(
+        Ablation(f"K = {k} ({method})", method, {}, K_SWEEP_DOMAINS[:k])
+        for k in range(2, len(K_SWEEP_DOMAINS) + 1)
+        for method in ("erm", "iga")
+    )
+
+
 SUITES = {
     # The pipeline end to end at the full suite's scale: four methods (ERM, a loss penalty,
     # a gradient mask, IGA), one benchmark, two seeds, defaults (no search).
@@ -273,12 +302,36 @@ SUITES = {
     "full": Suite(
         "full",
         benchmarks=("deduction", "ordering", "rules", "arithmetic"),
-        methods=tuple(METHODS),
+        methods=FROM_SCRATCH_METHODS,
         seeds=(0, 1, 2, 3, 4),
         n_draws=1,
         scale=Scale(),
         ablations=default_ablations(),
         ablation_benchmark="deduction",
+    ),
+    # Issue 16: the comparison on SmolLM2-135M, where ERM learns the tasks. One run trains
+    # on all four families (as iga distill does) and is scored per family; 100 test sets
+    # per family in all six domains; the recipe of the learning curves (PRETRAINED_RECIPE:
+    # lr 5e-4, rank 16, 4 sets per step, 500 sets per family); empirical/PROTOCOL.md gives
+    # its cost and the order to run it in.
+    "pretrained": Suite(
+        "pretrained",
+        benchmarks=(ALL_FAMILIES,),
+        methods=PRETRAINED_METHODS,
+        seeds=(0, 1, 2),
+        n_draws=1,
+        scale=Scale(
+            steps=PRETRAINED_RECIPE["steps"],
+            batch_sets=PRETRAINED_RECIPE["batch_sets"],
+            n_train_sets=PRETRAINED_RECIPE["n_sets"],
+            n_val_sets=16,
+            n_test_sets=100,
+            eval_batch_size=64,
+        ),
+        student="smollm2-135m",
+        recipe=dict(PRETRAINED_RECIPE),
+        ablations=pretrained_ablations(),
+        ablation_benchmark=ALL_FAMILIES,
     ),
     # Issue 14's ablation alone (no main comparison): estimators x K, tau for split.
     "estimator": Suite(

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from empirical.jobs import ALL_FAMILIES, families_of
 from empirical.runner import load_records
 from empirical.stats import Comparison, holm, mean_ci, paired
 from empirical.suites import Suite, select
@@ -26,8 +27,34 @@ METRICS = {
 TESTED = ("ood", "id", "lcs")  # metrics with paired IGA-vs-baseline tests
 
 
+def table_benchmarks(suite: Suite) -> list[str]:
+    """The table's benchmark columns: the suite's, with "all" (one run over every family)
+    expanded into its families."""
+    return [f for b in suite.benchmarks for f in families_of(b)]
+
+
+def family_view(record: dict, family: str) -> dict:
+    """``record`` as if it were a run on ``family`` alone: its test metrics replaced by
+    that family's (``EvalResult.per_family``); training and validation unchanged."""
+    try:
+        fam = record["test"]["per_family"][family]
+        metrics = {
+            "accuracy_id": fam["id"],
+            "accuracy_ood": fam["ood"],
+            "lcs": fam["lcs"],
+            "answer_consistency": fam["answer_consistency"],
+        }
+    except KeyError as err:
+        raise TableInputError(
+            f"record {record.get('key')} has no per-family {err} for {family!r}: it was made "
+            "before per-family scoring; rerun it."
+        ) from err
+    return {**record, "test": {**record["test"], **metrics}}
+
+
 def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[int, dict]]:
-    """(method, benchmark) -> {seed: record} for the selected hyperparameters.
+    """(method, benchmark) -> {seed: record} for the selected hyperparameters; a run over
+    every family fills one cell per family (``family_view``).
 
     A cell appears only once its whole search has finished (``select(complete=True)``)."""
     by_key = {r["key"]: r for r in records}
@@ -38,7 +65,12 @@ def main_cells(records: list[dict], suite: Suite) -> dict[tuple[str, str], dict[
             if hp is None:
                 continue
             runs = {s: by_key.get(suite.job(m, b, s, hp).key()) for s in suite.seeds}
-            cells[(m, b)] = {s: r for s, r in runs.items() if r is not None}
+            done = {s: r for s, r in runs.items() if r is not None}
+            if b == ALL_FAMILIES:
+                for f in families_of(b):
+                    cells[(m, f)] = {s: family_view(r, f) for s, r in done.items()}
+            else:
+                cells[(m, b)] = done
     return cells
 
 
@@ -49,11 +81,11 @@ def _main_rows(cells: dict, suite: Suite) -> dict[str, dict]:
         rows = {}
         for m in suite.methods:
             row = {}
-            for b in suite.benchmarks:
+            for b in table_benchmarks(suite):
                 values = [get(r) for r in cells.get((m, b), {}).values()]
                 mean, half, _ = mean_ci(values)
                 row[b] = {"mean": mean, "ci": half, "n": len(values)}
-            means = [row[b]["mean"] for b in suite.benchmarks]
+            means = [row[b]["mean"] for b in table_benchmarks(suite)]
             complete = bool(means) and all(not math.isnan(x) for x in means)
             row["mean"] = {"mean": sum(means) / len(means) if complete else math.nan}
             rows[m] = row
@@ -69,7 +101,7 @@ def _comparisons(cells: dict, suite: Suite, alpha: float) -> dict[str, list[Comp
     for name in TESTED:
         get = METRICS[name][1]
         family = []
-        for b in suite.benchmarks:
+        for b in table_benchmarks(suite):
             iga = {s: get(r) for s, r in cells.get(("iga", b), {}).items()}
             for m in suite.methods:
                 if m != "iga" and (m, b) in cells:
@@ -128,7 +160,7 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
     records = load_records(records_dir, skipped)
     cells = main_cells(records, suite)
     comparisons = _comparisons(cells, suite, alpha)
-    expected = len(suite.methods) * len(suite.benchmarks) * len(suite.seeds)
+    expected = len(suite.methods) * len(table_benchmarks(suite)) * len(suite.seeds)
     present = sum(len(v) for v in cells.values())
     return {
         "suite": suite.name,
@@ -142,7 +174,7 @@ def build(records_dir: Path, alpha: float = 0.05) -> dict:
         "main": _main_rows(cells, suite),
         "comparisons": {k: [c.to_dict() for c in v] for k, v in comparisons.items()},
         "ablations": _ablations(records, suite),
-        "benchmarks": list(suite.benchmarks),
+        "benchmarks": table_benchmarks(suite),
         "methods": list(suite.methods),
         "alpha": alpha,
         "skipped": skipped,

@@ -63,7 +63,7 @@ def _lora(model, seed=0):
 
 
 def test_registry_holds_every_method():
-    assert set(METHODS) == {*PAPER_BASELINES, *EXTRA_BASELINES, "iga"}
+    assert set(METHODS) == {*PAPER_BASELINES, *EXTRA_BASELINES, "iga", "iga-batch"}
     assert len(PAPER_BASELINES) == 8 and "iga" not in EXTRA_BASELINES
     for name, cls in METHODS.items():
         assert "arXiv" in (cls.__doc__ or "") or name == "erm", name

@@ -25,10 +25,14 @@ METHODS: dict[str, type[Method]] = {
     "ky-gradvar": KYGradVar,
     "pcgrad": PCGrad,
     "iga": IGA,
+    # IGA with the minibatch variance estimator (estimator="batch", fixed in its hparams,
+    # empirical/hparams.py): the paper's literal mask, beside the default split estimator.
+    "iga-batch": IGA,
 }
 # The eight baselines the paper names, plus the two we add.
 PAPER_BASELINES = ("erm", "irm", "vrex", "groupdro", "fish", "andmask", "sandmask", "fishr")
 EXTRA_BASELINES = ("ky-gradvar", "pcgrad")
+IGA_VARIANTS = ("iga", "iga-batch")
 SEEDED = (Fish, PCGrad, IGA)  # methods with their own random stream
 
 
