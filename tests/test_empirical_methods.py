@@ -93,6 +93,33 @@ def test_one_update_changes_lora_parameters(tiny, name):
     assert not frozen
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_supervised_only_logits_change_no_update(tiny, name, monkeypatch):
+    """Every method's forward runs the LM head on supervised positions only; two updates
+    with that head and with full logits (Method.forward(logits=True)) move the LoRA
+    parameters alike, to float32 rounding."""
+    from empirical.methods.base import Method
+
+    base, batches = tiny
+    plain, moved = Method.forward, []
+    for full in (False, True):
+        if full:
+            monkeypatch.setattr(
+                Method, "forward", lambda self, b, logits=False: plain(self, b, True)
+            )
+        model = _lora(base, seed=3)
+        assert model.get_output_embeddings() is not None  # the supervised-only path, no fallback
+        method = make_method(name, model, K, hparams(name), steps=10, seed=3)
+        for _ in range(2):  # the schedule's first step has learning rate 0
+            method.update(batches)
+        method.close()
+        moved.append(
+            {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        )
+    for n in moved[0]:
+        torch.testing.assert_close(moved[0][n], moved[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 def _penalty_grad_norm(model, penalty) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(penalty, params, allow_unused=True)
@@ -106,7 +133,7 @@ def test_penalties_have_gradients(tiny):
         model = _lora(base)
         method = make_method(name, model, K, hparams(name), steps=10)
         with sdpa_kernel(SDPBackend.MATH):
-            ce, mask, logits = method.forward(batch)
+            ce, mask, logits = method.forward(batch, logits=cls is IRMv1)
         if cls is IRMv1:
             penalty = irm_penalty(logits, batch["labels"], batch["domain_ids"], K)
         else:

@@ -84,7 +84,7 @@ class IRMv1(Method):
 
     def _step(self, batch: Batch) -> dict[str, float]:
         weight = annealed_weight(self, before=1.0)
-        ce, mask, logits = self.forward(batch)
+        ce, mask, logits = self.forward(batch, logits=True)  # the penalty scales the logits
         nll = per_domain_losses(ce, mask, batch["domain_ids"], self.num_domains).mean()
         penalty = irm_penalty(logits, batch["labels"], batch["domain_ids"], self.num_domains)
         loss = nll + weight * penalty
