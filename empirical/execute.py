@@ -80,11 +80,22 @@ def training_batches(
         yield collate([dataset[i] for i in chosen])
 
 
+def run_device() -> torch.device:
+    """Where a run trains: the GPU when one is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _to(batch: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    return {name: t.to(device) for name, t in batch.items()}
+
+
 def train_loop(method, dataset: IsomerDataset, collate, steps: int, batch_sets: int, seed: int):
     """Run ``steps`` updates of ``method``; returns the logged history (every tenth step)."""
     history = []
     batches = training_batches(dataset, collate, batch_sets, steps, seed)
     for step, batch in enumerate(batches):
+        batch = _to(batch, method.model)
         stats = method.update(split_by_domain(batch, method.num_domains))
         if step % max(1, steps // 10) == 0 or step == steps - 1:
             history.append({"step": step, **stats})
@@ -102,7 +113,9 @@ def validation_loss(
     model.eval()
     losses = []
     for i in range(0, len(dataset), batch_sets):
-        chunk = collate([dataset[j] for j in range(i, min(i + batch_sets, len(dataset)))])
+        chunk = _to(
+            collate([dataset[j] for j in range(i, min(i + batch_sets, len(dataset)))]), model
+        )
         batch = concat_domains(split_by_domain(chunk, num_domains))
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         ce, mask = completion_token_losses(logits, batch["labels"])  # (B, T-1) each
@@ -130,9 +143,10 @@ def execute(job: Job) -> dict:
 
     base, tokenizer = _base(job)
     torch.manual_seed(job.seed)
+    device = run_device()
     model = attach_lora(
         copy.deepcopy(base), job.hparams["lora_rank"], DEFAULT_LORA_TARGETS, seed=job.seed
-    )
+    ).to(device)
     k, s = len(job.train_domains), job.scale
     train, val_sets, val, test_sets = _datasets(job, tokenizer)
     collate = IsomerCollator(tokenizer.pad_token_id)
@@ -163,6 +177,7 @@ def execute(job: Job) -> dict:
             "history": history,
         },
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

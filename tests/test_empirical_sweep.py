@@ -475,6 +475,7 @@ def test_a_run_on_a_pretrained_student_covers_every_family(tmp_path, tiny_pretra
     assert set(per_family) == {"arithmetic", "deduction", "ordering", "rules"}
     assert all({"id", "ood", "lcs", "answer_consistency"} <= set(v) for v in per_family.values())
     assert record["base"] == tiny_pretrained and record["job"]["student"] == tiny_pretrained
+    assert record["device"] == "cpu"  # no GPU here; run_device() picks one where visible
     assert record["test"]["n_examples"] == 4 * 6  # one test set per family, six domains
 
 

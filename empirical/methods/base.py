@@ -33,7 +33,7 @@ def concat_domains(per_domain_batches: Sequence[Batch]) -> dict[str, torch.Tenso
         ids.append(pad(b["input_ids"], 0))
         att.append(pad(b["attention_mask"], 0))
         labels.append(pad(b["labels"], -100))
-        dom.append(torch.full((b["input_ids"].shape[0],), k, dtype=torch.long))
+        dom.append(torch.full((b["input_ids"].shape[0],), k, device=b["input_ids"].device))
     return {
         "input_ids": torch.cat(ids),  # (B, T)
         "attention_mask": torch.cat(att),  # (B, T)
