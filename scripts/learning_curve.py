@@ -49,6 +49,7 @@ from iga.distill.run import (
     training_arguments,
     write_eval,
 )
+from iga.distill.rundir import write_atomic
 from iga.isomers import FAMILIES, generate_sets
 
 VALIDATION_SEED_OFFSET = 700_000  # apart from training (0) and test (500_000) seeds
@@ -199,7 +200,7 @@ def load_point(config: DistillConfig, adapter: Path):
     return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
 
 
-def test_at(out: Path, config: DistillConfig, step: int, batch_size: int) -> int:
+def score_on_test_sets(out: Path, config: DistillConfig, step: int, batch_size: int) -> int:
     """Score the adapter kept at ``step`` on the run's test sets (``load_eval_sets``):
     ``iga distill``'s evaluation, written as ``out/test/step-<n>/{summary,eval}.json``."""
     rows = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines() if line]
@@ -227,7 +228,7 @@ def test_at(out: Path, config: DistillConfig, step: int, batch_size: int) -> int
         summary["iga_space"] = config.iga.space
     dest.mkdir(parents=True, exist_ok=True)
     write_eval(dest / "eval.json", ev)
-    (dest / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(dest / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "eval"} | {
         "accuracy_id": ev.accuracy_id, "accuracy_ood": ev.accuracy_ood, "lcs": ev.lcs,
     }), flush=True)  # fmt: skip
@@ -262,7 +263,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--test-at",
         type=int,
         default=None,
-        help="instead of training: score the adapter kept at this step on the test sets",
+        help="instead of training: score the adapter kept at this step on the test sets "
+        "(the curve's stored configuration; other flags but --name and --eval-batch unused)",
     )
     return p.parse_args(argv)
 
@@ -311,18 +313,20 @@ def main(argv: list[str] | None = None) -> int:
         "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
         "curve": {k: v for k, v in vars(a).items() if k not in cadence},
     }
-    if saved.is_file() and not _same_curve(json.loads(saved.read_text()), wanted, config):
-        print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
-        return 2
-    if a.test_at is not None:
+    if a.test_at is not None:  # the curve's own configuration, whatever the other flags say
         if not saved.is_file():
             print(f"error: --test-at: {out} holds no curve ({saved} is missing).", file=sys.stderr)
             return 2
+        stored = {**json.loads(saved.read_text())["distill"], "save_steps": config.save_steps}
         try:
-            return test_at(out, config, a.test_at, a.eval_batch)
-        except FileNotFoundError as err:
+            run = DistillConfig.from_dict(stored, where=str(saved))
+            return score_on_test_sets(out, run, a.test_at, a.eval_batch)
+        except (FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if saved.is_file() and not _same_curve(json.loads(saved.read_text()), wanted, config):
+        print(f"error: {saved} holds another configuration; use another --name.", file=sys.stderr)
+        return 2
     model, tokenizer, source = load_student(config)
     sets = load_training_sets(config)
     val, held = validation_sets(config, a.n_val_sets, a.n_heldout_sets)

@@ -131,7 +131,8 @@ def test_every_point_keeps_its_adapter_and_is_scored_on_the_test_sets(curve, tin
     assert set(loaded) == set(kept[0]) and loaded
     assert all(torch.equal(loaded[k], kept[0][k]) for k in loaded)
     assert any(not torch.equal(kept[0][k], kept[1][k]) for k in kept[0])
-    assert curve.main([*_argv(tiny_student), "--test-at", "1"]) == 0
+    # --test-at reads the curve's stored configuration: --name is all it needs.
+    assert curve.main(["--name", "tiny", "--test-at", "1", "--eval-batch", "4"]) == 0
     summary = json.loads((out / "test" / "step-1" / "summary.json").read_text())
     ev = json.loads((out / "test" / "step-1" / "eval.json").read_text())
     n_eval = DistillConfig().n_eval_sets  # the run's test split: every domain, n_eval_sets
