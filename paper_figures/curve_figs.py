@@ -179,8 +179,8 @@ def compare_figure(curves: dict[str, list[dict]]):
         ax.plot(steps, [100 * p["accuracy_id"] for p in points], "-o", color=color, label=name)
         ood = [100 * p["accuracy_ood"] for p in points]
         ax.plot(steps, ood, "--", color=color, label=f"{name} held-out")
-    ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", ylim=(0, 110))
-    ax.legend(ncol=2, loc="upper center")
+    ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", ylim=(0, 105))
+    ax.legend(ncol=1, loc="lower right")
     return fig
 
 

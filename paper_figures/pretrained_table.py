@@ -76,6 +76,18 @@ def set_interval(examples: list[dict], domains: set[str]) -> tuple[float, float,
     return mean, stats.t.ppf(0.975, n - 1) * sd / n**0.5, n
 
 
+def by_question_kind(examples: list[dict], family: str, domains: set[str]) -> dict:
+    """kind -> (accuracy, prompts) of ``family`` over ``domains``, where the kind is read
+    from the gold answer: "yes/no" for a yes or no answer, "which one" for any other
+    (ordering asks both: is A above B, and which one is the top of the chain)."""
+    kinds: dict[str, list[bool]] = defaultdict(list)
+    for e in examples:
+        if e["family"] == family and e["domain"] in domains:
+            kind = "yes/no" if e["answer"] in ("yes", "no") else "which one"
+            kinds[kind].append(bool(e["correct"]))
+    return {k: (sum(v) / len(v), len(v)) for k, v in sorted(kinds.items())}
+
+
 def table(points: list[dict]) -> str:
     families = sorted({f for p in points for f in p["eval"]["per_family"]})
     head = ["curve", "method", "step", *families, "ID mean", "held-out mean"]
@@ -99,6 +111,12 @@ def table(points: list[dict]) -> str:
         cells += [f"{ev['lcs']:.4f}", f"{ev['answer_consistency']:.3f}"]
         cells += [f"{p['train_seconds'] / 3600:.2f}", f"{p['seconds_per_step']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    kinds = []
+    for p in points:
+        split = by_question_kind(p["examples"], "ordering", set(p["eval"]["train_domains"]))
+        if len(split) > 1:
+            cells = ", ".join(f"{k} {100 * a:.1f} % of {n}" for k, (a, n) in split.items())
+            kinds.append(f"{p['curve']} step {p['steps']}: {cells}")
     n_examples = sorted({p["eval"]["n_examples"] for p in points})
     note = (
         f"\nTest sets: {', '.join(map(str, n_examples))} prompts per point; each family "
@@ -106,6 +124,8 @@ def table(points: list[dict]) -> str:
         f"the {', '.join(map(str, sorted(n_sets)))} isomer sets they average. LCS: lower is "
         "better. Training time is the curve's recorded s/step (evaluations excluded).\n"
     )
+    if kinds:
+        note += "\nOrdering in-domain by question kind: " + "; ".join(kinds) + ".\n"
     return "\n".join(lines) + "\n" + note
 
 

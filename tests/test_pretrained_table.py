@@ -97,3 +97,21 @@ def test_the_readme_shows_the_committed_table():
     assert shown_table(readme, name="pretrained-table") == committed.read_text().strip()
     built = table(load_points(ROOT / "results" / "pretrained" / "curves"))
     assert built == committed.read_text()
+
+
+def test_ordering_is_split_by_question_kind(tmp_path):
+    from paper_figures.pretrained_table import by_question_kind
+
+    examples = [
+        {"family": "ordering", "domain": "a", "answer": "F", "correct": True, "set_id": "o1"},
+        {"family": "ordering", "domain": "a", "answer": "R", "correct": False, "set_id": "o2"},
+        {"family": "ordering", "domain": "c", "answer": "R", "correct": True, "set_id": "o2"},
+        {"family": "ordering", "domain": "a", "answer": "no", "correct": True, "set_id": "o3"},
+        {"family": "rules", "domain": "a", "answer": "no", "correct": False, "set_id": "r1"},
+    ]
+    assert by_question_kind(examples, "ordering", {"a"}) == {
+        "which one": (0.5, 2), "yes/no": (1.0, 1),
+    }  # fmt: skip
+    write_point(tmp_path, "erm-x", "erm", 600, examples)
+    text = table(load_points(tmp_path))
+    assert "Ordering in-domain by question kind: erm-x step 600: which one 50.0 % of 2" in text
