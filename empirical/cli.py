@@ -50,7 +50,8 @@ def register(subparsers) -> None:
         help="which suite (empirical/suites.py): quick (4 methods on deduction x 2 seeds), full "
         "(every method x 4 benchmarks x 5 seeds with search and ablations), estimator (the "
         "mask-estimator ablation, issue 14) or pretrained (12 methods on SmolLM2-135M, one "
-        "run per seed over all four families, issue 16: days of CPU, see PROTOCOL.md)",
+        "run per seed over all four families, issue 16: about 400 h on 2 CPU cores, see "
+        "PROTOCOL.md)",
     )
     run.add_argument(
         "--jobs",

@@ -3,7 +3,6 @@
 from empirical.methods.base import Method, concat_domains
 from empirical.methods.registry import (
     EXTRA_BASELINES,
-    IGA_VARIANTS,
     METHODS,
     PAPER_BASELINES,
     make_method,
@@ -12,7 +11,6 @@ from iga.core.losses import per_domain_losses
 
 __all__ = [
     "EXTRA_BASELINES",
-    "IGA_VARIANTS",
     "METHODS",
     "PAPER_BASELINES",
     "Method",

@@ -32,7 +32,6 @@ METHODS: dict[str, type[Method]] = {
 # The eight baselines the paper names, plus the two we add.
 PAPER_BASELINES = ("erm", "irm", "vrex", "groupdro", "fish", "andmask", "sandmask", "fishr")
 EXTRA_BASELINES = ("ky-gradvar", "pcgrad")
-IGA_VARIANTS = ("iga", "iga-batch")
 SEEDED = (Fish, PCGrad, IGA)  # methods with their own random stream
 
 
