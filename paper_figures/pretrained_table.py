@@ -88,6 +88,69 @@ def by_question_kind(examples: list[dict], family: str, domains: set[str]) -> di
     return {k: (sum(v) / len(v), len(v)) for k, v in sorted(kinds.items())}
 
 
+def per_set_accuracy(examples: list[dict], domains: set[str], family=None) -> dict[str, float]:
+    """set id -> accuracy over its isomers in ``domains`` (of ``family`` only if given)."""
+    by_set: dict[str, list[bool]] = defaultdict(list)
+    for e in examples:
+        if e["domain"] in domains and (family is None or e["family"] == family):
+            by_set[e["set_id"]].append(bool(e["correct"]))
+    return {k: sum(v) / len(v) for k, v in by_set.items()}
+
+
+def paired_difference(a: list[dict], b: list[dict], domains: set[str], family=None):
+    """(mean of a - b, 95 % t half-width, p of the paired t-test, sets) over the isomer
+    sets both scored: the same test prompts, so the pairing removes the sets' own
+    difficulty. One run per method: it compares these two runs, not two methods."""
+    x, y = per_set_accuracy(a, domains, family), per_set_accuracy(b, domains, family)
+    keys = sorted(set(x) & set(y))
+    diffs = [x[k] - y[k] for k in keys]
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), float("nan"), float("nan"), n
+    mean = sum(diffs) / n
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    half = stats.t.ppf(0.975, n - 1) * sd / n**0.5
+    p = (
+        1.0
+        if sd == 0
+        else float(stats.ttest_rel([x[k] for k in keys], [y[k] for k in keys]).pvalue)
+    )
+    return mean, half, p, n
+
+
+def paired_lines(points: list[dict]) -> list[str]:
+    """For every step scored for ERM and another method: ERM minus that method."""
+    lines = []
+    for p in points:
+        if p["method"] == "erm":
+            continue
+        erm = [q for q in points if q["method"] == "erm" and q["steps"] == p["steps"]]
+        if not erm:
+            continue
+        ev = p["eval"]
+        cells = []
+        for label, domains in (
+            ("in-domain", ev["train_domains"]),
+            ("held-out", ev["heldout_domains"]),
+        ):
+            m, h, pv, n = paired_difference(erm[0]["examples"], p["examples"], set(domains))
+            cells.append(f"{label} {100 * m:+.1f} ± {100 * h:.1f} (p {pv:.3f}, {n} sets)")
+        fams = []
+        for f in sorted(ev["per_family"]):
+            m, h, pv, _ = paired_difference(
+                erm[0]["examples"], p["examples"], set(ev["train_domains"]), f
+            )
+            fams.append(f"{f} {100 * m:+.1f} ± {100 * h:.1f}")
+        lines.append(
+            f"ERM minus {p['method']} at step {p['steps']}, paired over test sets: "
+            + "; ".join(cells)
+            + "; in-domain per family: "
+            + ", ".join(fams)
+            + "."
+        )
+    return lines
+
+
 def table(points: list[dict]) -> str:
     families = sorted({f for p in points for f in p["eval"]["per_family"]})
     head = ["curve", "method", "step", *families, "ID mean", "held-out mean"]
@@ -126,6 +189,8 @@ def table(points: list[dict]) -> str:
     )
     if kinds:
         note += "\nOrdering in-domain by question kind: " + "; ".join(kinds) + ".\n"
+    for line in paired_lines(points):
+        note += "\n" + line + "\n"
     return "\n".join(lines) + "\n" + note
 
 

@@ -115,3 +115,22 @@ def test_ordering_is_split_by_question_kind(tmp_path):
     write_point(tmp_path, "erm-x", "erm", 600, examples)
     text = table(load_points(tmp_path))
     assert "Ordering in-domain by question kind: erm-x step 600: which one 50.0 % of 2" in text
+
+
+def test_erm_and_another_method_at_one_step_are_paired_over_sets(tmp_path):
+    from paper_figures.pretrained_table import paired_difference
+
+    erm = _examples(SETS, ["a", "b", "c"])  # per-set ID accuracy 1, 0.5, 0
+    other = _examples({"s1": [True, False, False], "s2": [False, False, True],
+                       "s3": [False, False, False]}, ["a", "b", "c"])  # fmt: skip
+    mean, half, p, n = paired_difference(erm, other, {"a", "b"})
+    # ERM minus the other per set: 0.5, 0.5, 0 -> mean 1/3, sd 0.2887
+    assert n == 3 and mean == pytest.approx(1 / 3)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * (1 / 12) ** 0.5 / 3**0.5)
+    assert p == pytest.approx(stats.ttest_rel([1, 0.5, 0], [0.5, 0, 0]).pvalue)
+    write_point(tmp_path, "erm-x", "erm", 600, erm)
+    write_point(tmp_path, "iga-x", "iga", 600, other)
+    write_point(tmp_path, "iga-x", "iga", 700, other)  # no ERM point at 700: no line
+    text = table(load_points(tmp_path))
+    assert text.count("ERM minus iga") == 1
+    assert "ERM minus iga at step 600, paired over test sets: in-domain +33.3 ±" in text
