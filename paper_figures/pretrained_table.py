@@ -21,8 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scipy import stats
-
+from empirical.stats import mean_ci, paired
 from paper_figures.readme import paste_and_report
 
 REQUIRED = {"method", "steps", "schedule_steps", "train_seconds", "seconds_per_step", "eval"}
@@ -60,20 +59,9 @@ def load_points(curves: Path) -> list[dict]:
 
 
 def set_interval(examples: list[dict], domains: set[str]) -> tuple[float, float, int]:
-    """(mean, 95 % t half-width, sets) of per-set accuracy over ``domains``."""
-    by_set: dict[str, list[bool]] = defaultdict(list)
-    for e in examples:
-        if e["domain"] in domains:
-            by_set[e["set_id"]].append(bool(e["correct"]))
-    accs = [sum(v) / len(v) for v in by_set.values()]
-    n = len(accs)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    mean = sum(accs) / n
-    if n < 2:
-        return mean, float("nan"), n
-    sd = (sum((a - mean) ** 2 for a in accs) / (n - 1)) ** 0.5
-    return mean, stats.t.ppf(0.975, n - 1) * sd / n**0.5, n
+    """(mean, 95 % t half-width, sets) of per-set accuracy over ``domains``
+    (``empirical.stats.mean_ci``, the project's one interval)."""
+    return tuple(mean_ci(list(per_set_accuracy(examples, domains).values())))
 
 
 def by_question_kind(examples: list[dict], family: str, domains: set[str]) -> dict:
@@ -99,23 +87,12 @@ def per_set_accuracy(examples: list[dict], domains: set[str], family=None) -> di
 
 def paired_difference(a: list[dict], b: list[dict], domains: set[str], family=None):
     """(mean of a - b, 95 % t half-width, p of the paired t-test, sets) over the isomer
-    sets both scored: the same test prompts, so the pairing removes the sets' own
-    difficulty. One run per method: it compares these two runs, not two methods."""
+    sets both scored (``empirical.stats.paired`` with sets in place of seeds): the same
+    test prompts, so the pairing removes the sets' own difficulty. One run per method:
+    it compares these two runs, not two methods."""
     x, y = per_set_accuracy(a, domains, family), per_set_accuracy(b, domains, family)
-    keys = sorted(set(x) & set(y))
-    diffs = [x[k] - y[k] for k in keys]
-    n = len(diffs)
-    if n < 2:
-        return float("nan"), float("nan"), float("nan"), n
-    mean = sum(diffs) / n
-    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
-    half = stats.t.ppf(0.975, n - 1) * sd / n**0.5
-    p = (
-        1.0
-        if sd == 0
-        else float(stats.ttest_rel([x[k] for k in keys], [y[k] for k in keys]).pvalue)
-    )
-    return mean, half, p, n
+    c = paired(x, y, "accuracy", family or "all", "b")
+    return c.diff, c.ci, c.p, c.n
 
 
 def paired_lines(points: list[dict]) -> list[str]:

@@ -452,19 +452,10 @@ def test_one_real_run_end_to_end(tmp_path, monkeypatch, domains):
 def tiny_pretrained(tmp_path_factory) -> str:
     """A random 1-layer Llama with a BPE trained on every family, saved as a local folder:
     what ``Job.student`` points at in place of SmolLM2-135M."""
-    from iga.distill.student import StudentConfig, build_default_student, train_tokenizer
-    from iga.isomers import DEFAULT_TRAIN_DOMAINS, FAMILIES, generate_sets
+    from iga.isomers import FAMILIES
+    from tests.tiny_student import save_tiny_student
 
-    sets = [s for f in FAMILIES for s in generate_sets(f, list(DEFAULT_TRAIN_DOMAINS), 3, seed=4)]
-    texts = [i.prompt + "\n" + i.rationale for s in sets for i in s.isomers.values()]
-    tokenizer = train_tokenizer(texts, 1000)
-    config = StudentConfig(
-        vocab_size=1000, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4
-    )
-    folder = tmp_path_factory.mktemp("pretrained") / "tiny"
-    build_default_student(tokenizer, config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_student(tmp_path_factory.mktemp("pretrained") / "tiny", FAMILIES, 3, 4)
 
 
 def test_a_run_on_a_pretrained_student_covers_every_family(tmp_path, tiny_pretrained):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from iga.distill.student import StudentConfig, build_default_student, train_tokenizer
-from iga.isomers import DEFAULT_TRAIN_DOMAINS, generate_sets
+from iga.isomers import DEFAULT_TRAIN_DOMAINS
+from tests.tiny_student import save_tiny_student
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_curve.py"
 
@@ -30,17 +30,8 @@ def curve(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory) -> str:
-    """A random 1-layer Llama with a trained BPE, saved as a local HF folder."""
-    sets = generate_sets("deduction", list(DEFAULT_TRAIN_DOMAINS), 4, seed=3)
-    texts = [i.prompt + "\n" + i.rationale for s in sets for i in s.isomers.values()]
-    tokenizer = train_tokenizer(texts, 1000)
-    config = StudentConfig(
-        vocab_size=1000, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=4
-    )
-    folder = tmp_path_factory.mktemp("student") / "tiny"
-    build_default_student(tokenizer, config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    """A random 1-layer Llama with a BPE trained on deduction, saved as a local HF folder."""
+    return save_tiny_student(tmp_path_factory.mktemp("student") / "tiny", ["deduction"], 4, 3)
 
 
 def _argv(student: str, **over) -> list[str]:
