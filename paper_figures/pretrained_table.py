@@ -8,6 +8,13 @@ pretrained-table block): one row per scored point, each family's in-domain and
 held-out accuracy, their means with a 95 % interval over isomer sets, the Logical
 Consistency Score, answer consistency and the training time to that step.
 
+Under the table, a line per point splits each family's in-domain prompts by whether
+the completion's first line is the teacher's first line (the first step of its
+chain), with the accuracy of each part: where a chain goes wrong at its first step,
+this says so. The teacher's rationales are rebuilt from the curve's
+``curve_config.json`` (its test sets: ``iga.distill.run.load_eval_sets``); a curve
+without one gets no such line.
+
 The interval treats an isomer set as the unit: the domains of a set share one answer
 (and mostly one chain), so they are not independent draws. The half-width is the
 t-interval of the per-set accuracies (each the mean over that set's domains).
@@ -49,13 +56,58 @@ def load_points(curves: Path) -> list[dict]:
         if missing:
             raise ValueError(f"{path}: not a --test-at summary (no {', '.join(missing)}).")
         examples = ev.get("examples", [])
-        points.append({**summary, "curve": path.parents[2].name, "examples": examples})
+        curve = path.parents[2]
+        points.append({
+            **summary, "curve": curve.name, "examples": examples,
+            "first_lines": teacher_first_lines(curve / "curve_config.json"),
+        })  # fmt: skip
     if not points:
         raise FileNotFoundError(
             f"{curves}: no scored points (*/test/step-*/summary.json); run "
             "scripts/learning_curve.py --name NAME --test-at STEP first."
         )
     return sorted(points, key=lambda p: (p["steps"], p["curve"]))
+
+
+def teacher_first_lines(path: Path) -> dict[tuple[str, str], str] | None:
+    """(set id, domain) -> first line of the teacher's rationale on the test sets of the
+    curve whose ``curve_config.json`` is ``path``; None when there is no such file."""
+    if not path.is_file():
+        return None
+    from iga.distill.config import DistillConfig
+    from iga.distill.run import load_eval_sets
+
+    stored = _read(path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("distill"), dict):
+        raise ValueError(f"{path}: no 'distill' object; not a curve_config.json.")
+    config = DistillConfig.from_dict(stored["distill"], where=str(path))
+    return {
+        (s.set_id, d): iso.rationale.split("\n")[0]
+        for s in load_eval_sets(config)
+        for d, iso in s.isomers.items()
+    }
+
+
+def first_line_split(examples: list[dict], first_lines: dict, domains: set[str]) -> dict:
+    """family -> ((prompts, accuracy) whose first completion line is the teacher's,
+    (prompts, accuracy) whose first line is not), over ``domains``."""
+    parts: dict[str, tuple[list[bool], list[bool]]] = defaultdict(lambda: ([], []))
+    for e in examples:
+        if e["domain"] not in domains:
+            continue
+        key = (e["set_id"], e["domain"])
+        if key not in first_lines:
+            raise ValueError(
+                f"test example {key} is not among the curve's test sets; was it scored "
+                "with another curve_config.json?"
+            )
+        same = e["completion"].split("\n")[0].strip() == first_lines[key].strip()
+        parts[e["family"]][0 if same else 1].append(bool(e["correct"]))
+
+    def share(v: list[bool]) -> tuple[int, float | None]:
+        return len(v), (sum(v) / len(v) if v else None)
+
+    return {f: (share(a), share(b)) for f, (a, b) in sorted(parts.items())}
 
 
 def set_interval(examples: list[dict], domains: set[str]) -> tuple[float, float, int]:
@@ -157,6 +209,21 @@ def table(points: list[dict]) -> str:
         if len(split) > 1:
             cells = ", ".join(f"{k} {100 * a:.1f} % of {n}" for k, (a, n) in split.items())
             kinds.append(f"{p['curve']} step {p['steps']}: {cells}")
+    firsts = []
+    for p in points:
+        if p.get("first_lines") is None:
+            continue
+        split = first_line_split(p["examples"], p["first_lines"], set(p["eval"]["train_domains"]))
+        cells = []
+        for f, ((n_same, a_same), (n_other, a_other)) in split.items():
+            cell = f"{f} {n_same} of {n_same + n_other}"
+            if n_same:
+                cell += f" ({100 * a_same:.0f} % right"
+                cell += f"; the others {100 * a_other:.0f} %)" if n_other else ")"
+            elif n_other:
+                cell += f" (the others {100 * a_other:.0f} % right)"
+            cells.append(cell)
+        firsts.append(f"{p['curve']} step {p['steps']}: " + ", ".join(cells))
     n_examples = sorted({p["eval"]["n_examples"] for p in points})
     note = (
         f"\nTest sets: {', '.join(map(str, n_examples))} prompts per point; each family "
@@ -166,6 +233,11 @@ def table(points: list[dict]) -> str:
     )
     if kinds:
         note += "\nOrdering in-domain by question kind: " + "; ".join(kinds) + ".\n"
+    if firsts:
+        note += (
+            "\nIn-domain prompts whose completion starts with the teacher's first line "
+            "(accuracy of those, and of the others): " + "; ".join(firsts) + ".\n"
+        )
     for line in paired_lines(points):
         note += "\n" + line + "\n"
     return "\n".join(lines) + "\n" + note

@@ -134,3 +134,48 @@ def test_erm_and_another_method_at_one_step_are_paired_over_sets(tmp_path):
     text = table(load_points(tmp_path))
     assert text.count("ERM minus iga") == 1
     assert "ERM minus iga at step 600, paired over test sets: in-domain +33.3 ±" in text
+
+
+def test_completions_are_split_by_the_teachers_first_line(tmp_path, capsys):
+    """The split rebuilds the teacher's rationales from the curve's config: a completion
+    that starts with the teacher's first line counts as such, any other does not, and a
+    test example that is not among the config's test sets is refused with its key."""
+    from iga.distill.config import DistillConfig
+    from iga.distill.run import load_eval_sets
+
+    config = DistillConfig(families=("ordering",), n_eval_sets=2)
+    (tmp_path / "erm-x").mkdir()
+    saved = tmp_path / "erm-x" / "curve_config.json"
+    saved.write_text(json.dumps({"distill": config.to_dict()}))
+    sets = load_eval_sets(config)
+    a, b = config.train_domains[:2]
+    first, second = sets[0], sets[1]
+    examples = [  # set 1: teacher's chain in both domains, one right; set 2: another chain
+        {"set_id": first.set_id, "domain": a, "family": "ordering", "answer": "x",
+         "correct": True, "completion": first.isomers[a].rationale},
+        {"set_id": first.set_id, "domain": b, "family": "ordering", "answer": "x",
+         "correct": False, "completion": first.isomers[b].rationale.split("\n")[0] + "\nno"},
+        {"set_id": second.set_id, "domain": a, "family": "ordering", "answer": "x",
+         "correct": False, "completion": "Something else.\nAnswer: Q"},
+    ]  # fmt: skip
+
+    def point(step: int) -> None:  # a scored point whose training domains are a, b
+        write_point(tmp_path, "erm-x", "erm", step, examples)
+        folder = tmp_path / "erm-x" / "test" / f"step-{step}"
+        for name in ("eval.json", "summary.json"):
+            record = json.loads((folder / name).read_text())
+            (record["eval"] if name == "summary.json" else record)["train_domains"] = [a, b]
+            (folder / name).write_text(json.dumps(record))
+
+    point(600)
+    text = table(load_points(tmp_path))
+    assert "erm-x step 600: ordering 2 of 3 (50 % right; the others 0 %)." in text
+
+    examples[2]["set_id"] = "ordering-elsewhere-0"
+    point(700)
+    assert main(["--curves", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "('ordering-elsewhere-0', " in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+    saved.write_text("[]")
+    with pytest.raises(ValueError, match="no 'distill' object"):
+        load_points(tmp_path)
