@@ -242,6 +242,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--student", default="smollm2-135m", help="preset, .gguf file or HF folder")
     p.add_argument("--method", default="erm", choices=["erm", "iga"], help="training method")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), help="isomer families")
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=[],
+        help="isomer JSONL files to train on instead of generated sets (validation and test "
+        "sets are still generated for --families, so the prompts scored are the same)",
+    )
     p.add_argument("--steps", type=int, default=R["steps"], help="optimizer steps (schedule)")
     p.add_argument("--batch-sets", type=int, default=R["batch_sets"], help="isomer sets per step")
     p.add_argument("--n-sets", type=int, default=R["n_sets"], help="training sets per family")
@@ -294,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         method=a.method,
         out=str(out / "ckpt"),
         families=tuple(a.families),
+        sets=tuple(a.sets),
         n_sets=a.n_sets,
         seed=a.seed,
         steps=a.steps,
@@ -311,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     cadence = ("eval_every", "eval_at", "eval_batch", "test_at")
     wanted = {
         "distill": {k: v for k, v in asdict(config).items() if k != "save_steps"},
-        "curve": {k: v for k, v in vars(a).items() if k not in cadence},
+        # --sets is recorded under "distill" already (and curves before it lack the key)
+        "curve": {k: v for k, v in vars(a).items() if k not in (*cadence, "sets")},
     }
     if a.test_at is not None:  # the curve's own configuration, whatever the other flags say
         if not saved.is_file():

@@ -50,6 +50,39 @@ def test_ordering_extremes_and_pairs():
     assert adjacent.answer == "yes" and len(adjacent.steps) == 2
 
 
+def test_ordering_restate_rationale_links_the_facts_in_prompt_order():
+    # Ranking K > D > F, stated as D < K and D > F: restated as K > D, then D > F.
+    program = {"labels": ["K", "D", "F"], "facts": [[1, 0, "less"], [1, 2, "more"]]}
+    for query, answer in (({"kind": "least"}, "F"), ({"kind": "pair", "a": 2, "b": 0}, "no")):
+        restate = solve("ordering", program | {"query": query, "rationale": "restate"})
+        assert restate.answer == answer == solve("ordering", program | {"query": query}).answer
+        links = [(s["upper"], s["lower"]) for s in restate.steps if s["kind"] == "link"]
+        assert links == [(0, 1), (1, 2)]  # every fact, even where a pair needs fewer
+    flipped = program | {"facts": program["facts"][::-1], "query": {"kind": "most"}}
+    steps = solve("ordering", flipped | {"rationale": "restate"}).steps
+    assert [(s["upper"], s["lower"]) for s in steps[:2]] == [(1, 2), (0, 1)]
+    with pytest.raises(ProgramError, match="'rationale' must be one of"):
+        solve("ordering", flipped | {"rationale": "shuffled"})
+
+
+def test_ordering_rationale_knob_changes_only_the_rationale():
+    from iga.isomers import generate_sets
+
+    chain = generate_sets("ordering", ["mathematics", "law"], 12, seed=3)
+    restate = generate_sets("ordering", ["mathematics", "law"], 12, seed=3, rationale="restate")
+    assert all("rationale" not in s.skeleton.program for s in chain)  # old hashes kept
+    differ = 0
+    for a, b in zip(chain, restate):
+        assert b.skeleton.program == a.skeleton.program | {"rationale": "restate"}
+        assert a.skeleton.answer == b.skeleton.answer
+        for d in ("mathematics", "law"):
+            assert a.isomers[d].prompt == b.isomers[d].prompt
+            differ += a.isomers[d].rationale != b.isomers[d].rationale
+    assert differ > 0
+    with pytest.raises(ValueError, match="ordering rationale must be one of"):
+        generate_sets("ordering", ["mathematics"], 1, rationale="backwards")
+
+
 def test_rules_and_or():
     base = {
         "numeric": [67, 10],

@@ -164,3 +164,36 @@ def test_demo_with_a_student_trains_both_methods_with_the_pretrained_recipe(
         assert stored["student"] == tiny_student and stored["method"] == method
         assert {k: stored[k] for k in small} == {**small, "steps": 2}
     assert "| erm |" in capsys.readouterr().out and (out / "demo.json").is_file()
+
+
+def test_a_curve_can_train_on_set_files(curve, tiny_student, tmp_path, capsys):
+    """``--sets`` trains on the files' sets (recorded under ``distill``) while the
+    validation split is still generated; another file under the same name is refused."""
+    from iga.isomers import generate_sets
+    from iga.isomers.io import write_sets
+
+    files = []
+    for seed in (11, 12):
+        files.append(str(tmp_path / f"train-{seed}.jsonl"))
+        write_sets(files[-1], generate_sets("deduction", None, 3, seed=seed))
+    assert curve.main(_argv(tiny_student, **{"--sets": files[0], "--steps": "1"})) == 0
+    stored = json.loads((curve.CURVES / "tiny" / "curve_config.json").read_text())
+    assert stored["distill"]["sets"] == [files[0]] and "sets" not in stored["curve"]
+    assert _steps(curve.CURVES / "tiny") == [0, 1]
+    assert curve.main(_argv(tiny_student, **{"--sets": files[1], "--steps": "1"})) == 2
+    assert "holds another configuration" in capsys.readouterr().err
+
+
+def test_the_committed_curves_still_resume_under_their_names(curve):
+    """Adding a flag must not make a committed curve 'another configuration'."""
+    from dataclasses import asdict
+
+    root = Path(__file__).resolve().parents[1] / "results" / "pretrained" / "curves"
+    for name, extra in (("erm-r16-lr5e-4", []), ("iga-r16-lr5e-4", ["--method", "iga"])):
+        stored = json.loads((root / name / "curve_config.json").read_text())
+        a = curve.parse(["--name", name, *extra])
+        assert {k: v for k, v in vars(a).items() if k in stored["curve"]} == stored["curve"]
+        assert set(stored["curve"]) == set(vars(a)) - {
+            "eval_every", "eval_at", "eval_batch", "test_at", "sets",
+        }  # fmt: skip
+        assert asdict(curve.DistillConfig.from_dict(stored["distill"]))["sets"] == ()

@@ -10,6 +10,12 @@ The facts are the n - 1 adjacent links of one hidden ranking, so the order is to
 Steps: the ``link``s walked from the top (all of them for an extreme, the stretch
 between the two for a pair), then one conclusion step. Labels are domain-free, so the
 answer (a label or yes/no) is identical across isomers.
+
+The chain rationale opens with the top link, so a student must rank the entities
+before writing its first line. The ``rationale="restate"`` knob (stored in the program
+as ``"rationale": "restate"``; absent means ``"chain"``) writes instead every fact as
+a ``more`` link in the order the prompt states them, each line the rewording of one
+prompt sentence, then the conclusion: the same answer, reached one fact at a time.
 """
 
 from __future__ import annotations
@@ -34,14 +40,17 @@ from iga.isomers.render import TemplatePicker
 # Consonants only: no label reads as an English word ("A", "I", "O").
 LABELS = tuple("BCDFGHJKLMNPRSTVWXZ")
 QUERIES = ("most", "least", "pair")
+RATIONALES = ("chain", "restate")
 
 
 @dataclass(frozen=True)
 class OrderingKnobs:
-    """Difficulty: ``n_entities`` in the ranking; ``query`` kind (``mixed`` draws one)."""
+    """Difficulty: ``n_entities`` in the ranking; ``query`` kind (``mixed`` draws one);
+    ``rationale``: the teacher's ``chain`` from the top, or ``restate`` (module doc)."""
 
     n_entities: int = 3
     query: str = "mixed"
+    rationale: str = "chain"
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_entities <= 10:
@@ -49,6 +58,10 @@ class OrderingKnobs:
         if self.query not in (*QUERIES, "mixed"):
             raise ValueError(
                 f"ordering query must be one of {QUERIES} or 'mixed', got {self.query!r}"
+            )
+        if self.rationale not in RATIONALES:
+            raise ValueError(
+                f"ordering rationale must be one of {RATIONALES}, got {self.rationale!r}"
             )
 
 
@@ -64,7 +77,10 @@ def sample(rng: random.Random, knobs: OrderingKnobs) -> Program:
     query: dict = {"kind": kind}
     if kind == "pair":
         query["a"], query["b"] = rng.sample(range(n), 2)
-    return {"labels": labels, "facts": facts, "query": query}
+    program = {"labels": labels, "facts": facts, "query": query}
+    if knobs.rationale != "chain":  # after every draw: the same problems either way
+        program["rationale"] = knobs.rationale
+    return program
 
 
 def _chain(program: Program) -> list[int]:
@@ -97,6 +113,8 @@ def solve(program: Program) -> Solution:
     labels, query = program["labels"], program.get("query")
     require(isinstance(query, dict) and query.get("kind") in QUERIES, f"'query.kind' in {QUERIES}")
     kind = query["kind"]
+    rationale = program.get("rationale", "chain")
+    require(rationale in RATIONALES, f"'rationale' must be one of {RATIONALES}")
     if kind == "pair":
         ids = (query.get("a"), query.get("b"))
         ok = all(is_int(i) and 0 <= i < len(labels) for i in ids) and ids[0] != ids[1]
@@ -105,9 +123,14 @@ def solve(program: Program) -> Solution:
         lo, hi = sorted((pos_a, pos_b))
     else:
         lo, hi = 0, len(chain) - 1
-    steps: list[Step] = [
-        {"kind": "link", "upper": chain[k], "lower": chain[k + 1]} for k in range(lo, hi)
-    ]
+    if rationale == "restate":  # every fact as a "more" link, in the prompt's order
+        steps: list[Step] = [
+            {"kind": "link", "upper": i, "lower": j} if rel == "more" else
+            {"kind": "link", "upper": j, "lower": i}
+            for i, j, rel in program["facts"]
+        ]  # fmt: skip
+    else:
+        steps = [{"kind": "link", "upper": chain[k], "lower": chain[k + 1]} for k in range(lo, hi)]
     if kind == "pair":
         holds = pos_a < pos_b
         steps.append({"kind": "pair", "a": ids[0], "b": ids[1], "holds": holds})
