@@ -12,8 +12,10 @@ Under the table, a line per point splits each family's in-domain prompts by whet
 the completion's first line is the teacher's first line (the first step of its
 chain), with the accuracy of each part: where a chain goes wrong at its first step,
 this says so. The teacher's rationales are rebuilt from the curve's
-``curve_config.json`` (its test sets: ``iga.distill.run.load_eval_sets``); a curve
-without one gets no such line.
+``curve_config.json`` (its test sets: ``iga.distill.run.load_eval_sets``), in the
+rationale style of its training sets (a curve trained on ordering sets made with
+``rationale=restate`` is compared with the restated teacher); a curve without a
+``curve_config.json`` gets no such line.
 
 The interval treats an isomer set as the unit: the domains of a set share one answer
 (and mostly one chain), so they are not independent draws. The half-width is the
@@ -81,11 +83,42 @@ def teacher_first_lines(path: Path) -> dict[tuple[str, str], str] | None:
     if not isinstance(stored, dict) or not isinstance(stored.get("distill"), dict):
         raise ValueError(f"{path}: no 'distill' object; not a curve_config.json.")
     config = DistillConfig.from_dict(stored["distill"], where=str(path))
+    sets = load_eval_sets(config)
+    styles = rationale_styles(config.sets, path)
+    if styles:  # trained on another teacher style: render the test sets' teacher so too
+        from iga.distill.run import EVAL_SEED_OFFSET
+        from iga.isomers import generate_sets
+
+        domains = [*config.train_domains, *config.heldout_domains]
+        seed = config.seed + EVAL_SEED_OFFSET
+        sets = [s for s in sets if s.family not in styles] + [
+            s
+            for f, style in styles.items()
+            for s in generate_sets(f, domains, config.n_eval_sets, seed, rationale=style)
+        ]
     return {
-        (s.set_id, d): iso.rationale.split("\n")[0]
-        for s in load_eval_sets(config)
-        for d, iso in s.isomers.items()
+        (s.set_id, d): iso.rationale.split("\n")[0] for s in sets for d, iso in s.isomers.items()
     }
+
+
+def rationale_styles(files, where: Path) -> dict[str, str]:
+    """family -> the ``rationale`` knob its training sets in ``files`` were made with
+    (programs that store one, as ordering's ``restate`` does); one style per family."""
+    from iga.isomers.io import read_sets
+
+    seen: dict[str, set] = defaultdict(set)
+    for file in files:
+        if not Path(file).is_file():
+            raise FileNotFoundError(
+                f"{where}: training set file {file} not found (paths are relative to the "
+                "folder the curve ran in, the repository root)."
+            )
+        for s in read_sets(file):
+            seen[s.family].add(s.skeleton.program.get("rationale", "chain"))
+    mixed = sorted(f for f, v in seen.items() if len(v) > 1)
+    if mixed:
+        raise ValueError(f"{where}: the training sets of {mixed} mix rationale styles.")
+    return {f: v.pop() for f, v in seen.items() if v != {"chain"}}
 
 
 def first_line_split(examples: list[dict], first_lines: dict, domains: set[str]) -> dict:

@@ -179,3 +179,38 @@ def test_completions_are_split_by_the_teachers_first_line(tmp_path, capsys):
     saved.write_text("[]")
     with pytest.raises(ValueError, match="no 'distill' object"):
         load_points(tmp_path)
+
+
+def test_a_curve_trained_on_restated_sets_is_compared_with_the_restated_teacher(tmp_path):
+    """The training files' rationale style (ordering's ``restate``) is the teacher's."""
+    from iga.distill.config import DistillConfig
+    from iga.distill.run import EVAL_SEED_OFFSET
+    from iga.isomers import generate_sets
+    from iga.isomers.io import write_sets
+    from paper_figures.pretrained_table import rationale_styles, teacher_first_lines
+
+    train = tmp_path / "train.jsonl"
+    write_sets(train, generate_sets("ordering", None, 2, seed=0, rationale="restate"))
+    config = DistillConfig(families=("ordering",), n_eval_sets=6, sets=(str(train),))
+    saved = tmp_path / "curve_config.json"
+    saved.write_text(json.dumps({"distill": config.to_dict()}))
+    lines = teacher_first_lines(saved)
+    restated = generate_sets("ordering", None, 6, EVAL_SEED_OFFSET, rationale="restate")
+    chained = generate_sets("ordering", None, 6, EVAL_SEED_OFFSET)
+    keys = [(s.set_id, d) for s in restated for d in s.isomers]
+    assert lines == {
+        (s.set_id, d): iso.rationale.split("\n")[0]
+        for s in restated
+        for d, iso in s.isomers.items()
+    }
+    first = {
+        (s.set_id, d): iso.rationale.split("\n")[0] for s in chained for d, iso in s.isomers.items()
+    }
+    assert any(lines[k] != first[k] for k in keys)  # the two teachers open differently
+
+    mixed = tmp_path / "mixed.jsonl"
+    write_sets(mixed, generate_sets("ordering", None, 1, seed=9))
+    with pytest.raises(ValueError, match=r"\['ordering'\] mix rationale styles"):
+        rationale_styles([str(train), str(mixed)], saved)
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl not found"):
+        rationale_styles([str(tmp_path / "nowhere.jsonl")], saved)
