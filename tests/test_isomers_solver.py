@@ -65,20 +65,52 @@ def test_ordering_restate_rationale_links_the_facts_in_prompt_order():
         solve("ordering", flipped | {"rationale": "shuffled"})
 
 
+def test_ordering_walk_rationale_moves_to_the_extreme_one_neighbour_at_a_time():
+    # Ranking K > D > F, stated as D > F and D < K: restated as D > F, then K > D.
+    program = {"labels": ["K", "D", "F"], "facts": [[1, 2, "more"], [1, 0, "less"]]}
+    most = solve("ordering", program | {"query": {"kind": "most"}, "rationale": "walk"})
+    assert most.answer == "K"
+    assert [s for s in most.steps if s["kind"] == "above"] == [
+        {"kind": "above", "entity": 1, "other": 0},  # from D (first link's upper): K is above
+        {"kind": "above", "entity": 0, "other": None},  # nothing is above K
+    ]
+    least = solve("ordering", program | {"query": {"kind": "least"}, "rationale": "walk"})
+    assert least.answer == "F"
+    assert [s for s in least.steps if s["kind"] == "below"] == [
+        {"kind": "below", "entity": 2, "other": None},  # from F (first link's lower)
+    ]
+    pair = solve(
+        "ordering", program | {"query": {"kind": "pair", "a": 0, "b": 2}, "rationale": "walk"}
+    )
+    assert pair.answer == "yes" and [s["kind"] for s in pair.steps] == ["link", "link", "pair"]
+
+
+def test_ordering_walk_lines_read_as_english():
+    from iga.isomers import generate_sets
+
+    for s in generate_sets("ordering", ["mathematics"], 30, seed=1, rationale="walk"):
+        lines = s.isomers["mathematics"].rationale.split("\n")
+        if s.skeleton.program["query"]["kind"] == "most":
+            b = s.isomers["mathematics"].metadata["bindings"]
+            assert lines[-3] == f"No {b['noun']} is {b['more']} {b['noun']} {s.skeleton.answer}."
+            assert lines[-2].endswith(f"{s.skeleton.answer} is the {b['most']}.")
+
+
 def test_ordering_rationale_knob_changes_only_the_rationale():
     from iga.isomers import generate_sets
 
     chain = generate_sets("ordering", ["mathematics", "law"], 12, seed=3)
-    restate = generate_sets("ordering", ["mathematics", "law"], 12, seed=3, rationale="restate")
     assert all("rationale" not in s.skeleton.program for s in chain)  # old hashes kept
-    differ = 0
-    for a, b in zip(chain, restate):
-        assert b.skeleton.program == a.skeleton.program | {"rationale": "restate"}
-        assert a.skeleton.answer == b.skeleton.answer
-        for d in ("mathematics", "law"):
-            assert a.isomers[d].prompt == b.isomers[d].prompt
-            differ += a.isomers[d].rationale != b.isomers[d].rationale
-    assert differ > 0
+    for style in ("restate", "walk"):
+        other = generate_sets("ordering", ["mathematics", "law"], 12, seed=3, rationale=style)
+        differ = 0
+        for a, b in zip(chain, other):
+            assert b.skeleton.program == a.skeleton.program | {"rationale": style}
+            assert a.skeleton.answer == b.skeleton.answer
+            for d in ("mathematics", "law"):
+                assert a.isomers[d].prompt == b.isomers[d].prompt
+                differ += a.isomers[d].rationale != b.isomers[d].rationale
+        assert differ > 0
     with pytest.raises(ValueError, match="ordering rationale must be one of"):
         generate_sets("ordering", ["mathematics"], 1, rationale="backwards")
 

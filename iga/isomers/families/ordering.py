@@ -16,6 +16,11 @@ before writing its first line. The ``rationale="restate"`` knob (stored in the p
 as ``"rationale": "restate"``; absent means ``"chain"``) writes instead every fact as
 a ``more`` link in the order the prompt states them, each line the rewording of one
 prompt sentence, then the conclusion: the same answer, reached one fact at a time.
+``rationale="walk"`` restates the facts so too, then, for a top (bottom) query, walks
+from the upper (lower) entity of the first restated link to the entity above (below)
+it, one line per move ("Interval F is wider than interval B."), until a line says
+nothing is ("No interval is wider than interval F."): the extreme is found by
+lookups of one entity at a time instead of being named outright.
 """
 
 from __future__ import annotations
@@ -40,13 +45,13 @@ from iga.isomers.render import TemplatePicker
 # Consonants only: no label reads as an English word ("A", "I", "O").
 LABELS = tuple("BCDFGHJKLMNPRSTVWXZ")
 QUERIES = ("most", "least", "pair")
-RATIONALES = ("chain", "restate")
+RATIONALES = ("chain", "restate", "walk")
 
 
 @dataclass(frozen=True)
 class OrderingKnobs:
     """Difficulty: ``n_entities`` in the ranking; ``query`` kind (``mixed`` draws one);
-    ``rationale``: the teacher's ``chain`` from the top, or ``restate`` (module doc)."""
+    ``rationale``: the teacher's ``chain`` from the top, ``restate`` or ``walk`` (module doc)."""
 
     n_entities: int = 3
     query: str = "mixed"
@@ -123,7 +128,7 @@ def solve(program: Program) -> Solution:
         lo, hi = sorted((pos_a, pos_b))
     else:
         lo, hi = 0, len(chain) - 1
-    if rationale == "restate":  # every fact as a "more" link, in the prompt's order
+    if rationale != "chain":  # every fact as a "more" link, in the prompt's order
         steps: list[Step] = [
             {"kind": "link", "upper": i, "lower": j} if rel == "more" else
             {"kind": "link", "upper": j, "lower": i}
@@ -136,8 +141,24 @@ def solve(program: Program) -> Solution:
         steps.append({"kind": "pair", "a": ids[0], "b": ids[1], "holds": holds})
         return Solution("yes" if holds else "no", steps)
     entity = chain[0] if kind == "most" else chain[-1]
+    if rationale == "walk":
+        steps += _walk(steps, up=kind == "most")
     steps.append({"kind": kind, "entity": entity})
     return Solution(labels[entity], steps)
+
+
+def _walk(links: list[Step], up: bool) -> list[Step]:
+    """From the first link's upper (``up``) or lower entity, one ``above`` / ``below``
+    step per move to the neighbour on that side, the last with ``other`` None."""
+    side, toward = ("lower", "upper") if up else ("upper", "lower")
+    neighbour = {link[side]: link[toward] for link in links}
+    entity, kind, steps = links[0][toward], ("above" if up else "below"), []
+    while True:
+        other = neighbour.get(entity)
+        steps.append({"kind": kind, "entity": entity, "other": other})
+        if other is None:
+            return steps
+        entity = other
 
 
 def needs(knobs: OrderingKnobs) -> dict[str, int]:
@@ -175,6 +196,14 @@ def step_lines(
         elif kind == "pair":
             slots = {"noun": noun, "a": labels[step["a"]], "b": labels[step["b"]], "more": more}
             lines.append(pick("step_pair_yes" if step["holds"] else "step_pair_no", slots))
+        elif kind in ("above", "below"):  # "walk": the neighbour on that side, or none
+            word = "more" if kind == "above" else "less"
+            slots = {"noun": noun, word: bindings[word], "a": labels[step["entity"]]}
+            if step["other"] is None:
+                lines.append(pick(f"step_none_{word}", slots))
+            else:
+                slots |= {"a": labels[step["other"]], "b": labels[step["entity"]]}
+                lines.append(pick("step_link" if word == "more" else "step_link_less", slots))
         else:  # "most" / "least"
             slots = {"noun": noun, "a": labels[step["entity"]], kind: bindings[kind]}
             lines.append(pick(f"step_{kind}", slots))
@@ -184,6 +213,8 @@ def step_lines(
 def markers(program: Program, step: Step, bindings: Bindings) -> list[str]:
     labels = program["labels"]
     keys = {"link": ("upper", "lower"), "pair": ("a", "b")}.get(step["kind"], ("entity",))
+    if step["kind"] in ("above", "below") and step["other"] is not None:
+        keys = ("entity", "other")
     return [labels[step[key]] for key in keys]
 
 
@@ -206,6 +237,9 @@ FAMILY = Family(
         "question_least": template_spec("noun least", "least"),
         "question_pair": template_spec("noun a b more", "a b more"),
         "step_link": _PAIR,
+        "step_link_less": template_spec("noun a b less", "a b"),
+        "step_none_more": template_spec("noun a more", "a"),
+        "step_none_less": template_spec("noun a less", "a"),
         "step_most": template_spec("noun a most", "a"),
         "step_least": template_spec("noun a least", "a"),
         "step_pair_yes": _PAIR,
