@@ -48,7 +48,7 @@ def load_points(curves: Path) -> list[dict]:
     and ``examples`` (from ``eval.json``), sorted by step, then curve."""
     if not curves.is_dir():
         raise FileNotFoundError(f"--curves {curves}: no such folder.")
-    points = []
+    points, first_lines = [], {}
     for path in sorted(curves.glob("*/test/step-*/summary.json")):
         ev_path = path.with_name("eval.json")
         if not ev_path.is_file():
@@ -59,9 +59,11 @@ def load_points(curves: Path) -> list[dict]:
             raise ValueError(f"{path}: not a --test-at summary (no {', '.join(missing)}).")
         examples = ev.get("examples", [])
         curve = path.parents[2]
+        if curve not in first_lines:  # once per curve, not per scored point
+            first_lines[curve] = teacher_first_lines(curve / "curve_config.json")
         points.append({
             **summary, "curve": curve.name, "examples": examples,
-            "first_lines": teacher_first_lines(curve / "curve_config.json"),
+            "first_lines": first_lines[curve],
         })  # fmt: skip
     if not points:
         raise FileNotFoundError(
@@ -83,19 +85,9 @@ def teacher_first_lines(path: Path) -> dict[tuple[str, str], str] | None:
     if not isinstance(stored, dict) or not isinstance(stored.get("distill"), dict):
         raise ValueError(f"{path}: no 'distill' object; not a curve_config.json.")
     config = DistillConfig.from_dict(stored["distill"], where=str(path))
-    sets = load_eval_sets(config)
+    # trained on another teacher style: render the test sets' teacher so too
     styles = rationale_styles(config.sets, path)
-    if styles:  # trained on another teacher style: render the test sets' teacher so too
-        from iga.distill.run import EVAL_SEED_OFFSET
-        from iga.isomers import generate_sets
-
-        domains = [*config.train_domains, *config.heldout_domains]
-        seed = config.seed + EVAL_SEED_OFFSET
-        sets = [s for s in sets if s.family not in styles] + [
-            s
-            for f, style in styles.items()
-            for s in generate_sets(f, domains, config.n_eval_sets, seed, rationale=style)
-        ]
+    sets = load_eval_sets(config, {f: {"rationale": style} for f, style in styles.items()})
     return {
         (s.set_id, d): iso.rationale.split("\n")[0] for s in sets for d, iso in s.isomers.items()
     }

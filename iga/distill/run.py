@@ -49,11 +49,16 @@ def load_training_sets(config: DistillConfig) -> list:
     ]
 
 
-def load_eval_sets(config: DistillConfig) -> list:
+def load_eval_sets(config: DistillConfig, knobs: dict[str, dict] | None = None) -> list:
+    """The run's test sets; ``knobs`` (family -> knob values) renders a family another
+    way, e.g. ordering's teacher style, without changing its problems or prompts."""
     domains = [*config.train_domains, *config.heldout_domains]
     seed = config.seed + EVAL_SEED_OFFSET
+    knobs = knobs or {}
     return [
-        s for f in config.families for s in generate_sets(f, domains, config.n_eval_sets, seed=seed)
+        s
+        for f in config.families
+        for s in generate_sets(f, domains, config.n_eval_sets, seed=seed, **knobs.get(f, {}))
     ]
 
 
